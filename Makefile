@@ -1,0 +1,45 @@
+# sparserl: `make demo` runs the main job, `make test` the checks CI runs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+EXTRAS ?= dev,sig
+DEMO_BUDGET ?= 60000
+export RAY_AUTH_MODE := disabled
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install demo test test-all lint format clean
+
+install: $(STAMP)
+
+# Reinstalls whenever pyproject.toml changes. torch is installed first and pinned by
+# constraints.txt, so nothing ever pulls another (CUDA) build of it.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@out=runs/demo-$$(date +%Y%m%d-%H%M%S); \
+	$(BIN)/sparserl run experiments/configs/ns_hardmaze.toml --set budget=$(DEMO_BUDGET) \
+		--out $$out --executor ray && \
+	echo "plots of the demo are in $$out/plots/"
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,129 @@
+"""The `sparserl` command line.
+
+sparserl run CONFIG.toml [--set KEY=VALUE ...] [--out DIR] [--executor serial|ray] [--address A]
+sparserl run --resume RUN_DIR [--executor serial|ray] [--address A]
+sparserl plot RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from experiments.config import ConfigError
+
+
+def _add_executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        choices=("serial", "ray"),
+        default="ray",
+        help="where evaluations run (default: ray, embedded local unless --address is given)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="join an existing Ray cluster ('auto' or 'ray://host:port'); "
+        "default: $SPARSERL_RAY_ADDRESS, else start a local Ray",
+    )
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparserl", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train an agent from a config, or resume a run")
+    run.add_argument("config", nargs="?", help="a TOML config (experiments/configs/*.toml)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (dotted keys for tables), e.g. --set budget=20000",
+    )
+    run.add_argument("--out", help="run folder (must not exist or be empty)")
+    run.add_argument(
+        "--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="default 30"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-plots", action="store_true", help="do not draw plots at the end")
+    _add_executor_args(run)
+
+    plot = sub.add_parser("plot", help="draw the plots of a run folder")
+    plot.add_argument("run_dir")
+
+    from experiments.milp_cli import add_subcommands as add_milp_subcommands
+
+    add_milp_subcommands(sub)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from experiments.executor import make_executor
+    from experiments.run import load_run, start_run, train
+
+    if args.resume and (args.config or args.overrides or args.out):
+        raise ConfigError("--resume takes no config, --set or --out: the run folder's config wins")
+    if not args.resume and not args.config:
+        raise ConfigError("give a config file, or --resume RUN_DIR")
+    if args.resume:
+        trainer, state = load_run(args.resume)
+        run_dir = Path(args.resume)
+        rows, wall = state["metrics_rows"], state["wall_time"]
+        print(f"resuming {run_dir} at step {trainer.step}")
+    else:
+        trainer, run_dir = start_run(args.config, args.overrides, args.out)
+        rows, wall = 0, 0.0
+        print(f"run folder: {run_dir}")
+    kwargs = {"num_cpus": args.num_cpus} if args.executor == "ray" and args.num_cpus else {}
+    with make_executor(args.executor, args.address, **kwargs) as executor:
+        print(f"executor: {executor.describe()}")
+        finished = train(
+            trainer,
+            run_dir,
+            executor,
+            metrics_rows=rows,
+            wall_time=wall,
+            checkpoint_every=args.checkpoint_every,
+            progress=not args.no_progress,
+        )
+    if not finished:
+        return 130
+    if not args.no_plots:
+        _print_plots(trainer.plot(run_dir))
+    print(f"done: {run_dir}")
+    return 0
+
+
+def _print_plots(paths: list[Path]) -> None:
+    if paths:
+        print("plots:")
+        for p in paths:
+            print(f"  {p}")
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from experiments.run import load_run
+
+    trainer, _ = load_run(args.run_dir)
+    _print_plots(trainer.plot(Path(args.run_dir)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"run": _cmd_run, "plot": _cmd_plot}
+    try:
+        func = getattr(args, "func", None) or commands[args.command]
+        return func(args)
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"sparserl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""`sparserl milp ...`: generate instances, benchmark branching rules, collect expert data.
+
+    sparserl milp generate --problem setcover --size easy --n 100 --out DIR [--seed S]
+    sparserl milp solve --brancher RULE_OR_CHECKPOINT [...] --instances DIR_OR_GLOB [...]
+        --seeds 0 1 2 --time-limit T [--node-limit N] --out DIR [--executor serial|ray]
+        [--address A]
+    sparserl milp collect --instances DIR_OR_GLOB --samples N --out DIR [--seed S] [...]
+
+`add_subcommands(subparsers)` registers the ``milp`` parser; each leaf sets ``func``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=("serial", "ray"), default="ray")
+    p.add_argument("--address", default=None, help="join a Ray cluster ('auto', 'ray://h:p')")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray")
+
+
+def _make_executor(args: argparse.Namespace):
+    from experiments.executor import make_executor
+
+    kwargs = {"num_cpus": args.num_cpus} if args.executor == "ray" and args.num_cpus else {}
+    return make_executor(args.executor, args.address, **kwargs)
+
+
+def _fresh_dir(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty: nothing is overwritten")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from milp.instances import write_instances
+
+    size = None if args.size == "default" else args.size
+    paths = write_instances(args.problem, size, args.n, args.out, seed=args.seed, fmt=args.format)
+    print(f"wrote {len(paths)} instances to {args.out}")
+    return 0
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    from milp.instances import list_instances
+    from milp.scip_settings import SolverSettings
+    from milp.solve import format_summary, solve_benchmark, summarise, write_results
+
+    paths = list_instances(list(args.instances))
+    settings = SolverSettings(time_limit=args.time_limit, node_limit=args.node_limit)
+    out = _fresh_dir(args.out)
+    n = len(paths) * len(args.brancher) * len(args.seeds)
+    with _make_executor(args) as executor:
+        print(f"solving {n} runs ({len(paths)} instances) on {executor.describe()}")
+        rows = solve_benchmark(paths, args.brancher, args.seeds, settings, executor)
+    files = write_results(rows, out)
+    print(format_summary(summarise(rows)))
+    for r in rows:
+        if r["status"] == "error":
+            print(f"error: {r['instance']} ({r['rule']}, seed {r['seed']}): {r['error']}")
+    for name, p in files.items():
+        print(f"{name}: {p}")
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from milp.experts import CollectConfig, collect
+    from milp.instances import list_instances
+
+    paths = list_instances(list(args.instances))
+    config = CollectConfig(
+        query_prob=args.query_prob,
+        sb_iteration_limit=args.sb_iteration_limit,
+        time_limit=args.time_limit,
+    )
+    with _make_executor(args) as executor, tqdm(total=args.samples, unit="sample") as bar:
+        print(f"collecting on {executor.describe()} into {args.out}")
+
+        def progress(manifest: dict) -> None:
+            bar.n = min(manifest["samples"], args.samples)
+            bar.set_postfix(episodes=manifest["episodes"], shards=len(manifest["shards"]))
+            bar.refresh()
+
+        manifest = collect(
+            paths, args.out, args.samples, args.seed, executor, config, progress=progress
+        )
+    print(
+        f"{manifest['samples']} samples in {len(manifest['shards'])} shards, "
+        f"{manifest['episodes']} episodes, {len(manifest['errors'])} failed"
+    )
+    for err in manifest["errors"]:
+        print(f"error: {err}")
+    return 0
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``milp generate|solve|collect`` on the top-level subparsers."""
+    from milp.instances import PROBLEMS
+
+    milp = subparsers.add_parser("milp", help="MILP instances, benchmarks and expert data")
+    sub = milp.add_subparsers(dest="milp_command", required=True)
+
+    gen = sub.add_parser("generate", help="write generated instances (.lp or .mps)")
+    gen.add_argument("--problem", required=True, choices=PROBLEMS)
+    gen.add_argument("--size", default="easy", choices=("easy", "medium", "hard", "default"))
+    gen.add_argument("--n", type=int, required=True, help="number of instances")
+    gen.add_argument("--out", required=True, help="output folder")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--format", choices=("lp", "mps"), default="lp")
+    gen.set_defaults(func=_cmd_generate)
+
+    solve = sub.add_parser("solve", help="benchmark branching rules on instances")
+    solve.add_argument(
+        "--brancher",
+        nargs="+",
+        required=True,
+        metavar="RULE",
+        help="relpscost, pscost, fsb, random, another SCIP branching rule name, or a brancher "
+        "checkpoint (.pt) trained by `sparserl run` (gcnn, revibranch)",
+    )
+    solve.add_argument(
+        "--instances", nargs="+", required=True, help="folders, files or glob patterns"
+    )
+    solve.add_argument("--seeds", nargs="+", type=int, default=[0])
+    solve.add_argument("--time-limit", type=float, default=3600.0, metavar="SECONDS")
+    solve.add_argument("--node-limit", type=int, default=None)
+    solve.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    _executor_args(solve)
+    solve.set_defaults(func=_cmd_solve)
+
+    col = sub.add_parser(
+        "collect", help="strong-branching expert samples into shards (resumes a folder)"
+    )
+    col.add_argument("--instances", nargs="+", required=True, help="folders, files or globs")
+    col.add_argument("--samples", type=int, required=True, help="stop once this many are stored")
+    col.add_argument("--out", required=True, help="shard folder; an existing one is resumed")
+    col.add_argument("--seed", type=int, default=0)
+    col.add_argument("--query-prob", type=float, default=0.05)
+    col.add_argument("--sb-iteration-limit", type=int, default=None)
+    col.add_argument("--time-limit", type=float, default=3600.0, metavar="SECONDS")
+    _executor_args(col)
+    col.set_defaults(func=_cmd_collect)

@@ -1,0 +1,197 @@
+"""Run folders: config, metrics, atomic checkpoints, progress, interruption and resume.
+
+A *trainer* is any class (one per algorithm, in `qd`, `milp` or `agents`) with:
+
+- ``Config``: its frozen config dataclass (top-level ``algorithm``, ``seed``, ``budget``);
+- ``__init__(config)``: builds the initial state from ``config.seed`` alone, keeps ``config``;
+- ``step`` (int, budget units spent) and ``done`` (bool);
+- ``iterate(executor) -> dict[str, float]``: one iteration; returns that iteration's figures;
+- ``progress() -> dict``: the few figures shown beside the progress bar;
+- ``state_dict()`` / ``load_state_dict(state)``: everything needed to continue exactly;
+- ``plot(run_dir) -> list[Path]``: writes its plots from the run folder and its state.
+
+`train` drives one: it writes ``config.toml`` and ``metrics.csv`` (``step``, ``wall_time``, then
+the trainer's figures, one row per iteration) and a checkpoint at the start, every
+``checkpoint_every`` seconds and at the end. A checkpoint records how many metric rows it covers,
+so a resumed run drops the rows written after it and ends with the same ``metrics.csv`` (apart
+from ``wall_time``) as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pickle
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from experiments.config import write_toml
+from experiments.registry import load_config, trainer_class
+
+CHECKPOINT = "checkpoint.pkl"
+CHECKPOINT_VERSION = 1
+
+
+def new_run_dir(config_path: str | Path, out: str | Path | None = None) -> Path:
+    """``out`` if given (must be absent or empty), else ``runs/<stem>-<timestamp>/``."""
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{Path(config_path).stem}-{stamp}"
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out}: run folder exists and is not empty; nothing is overwritten")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_checkpoint(run_dir: Path, trainer: Any, metrics_rows: int, wall_time: float) -> None:
+    """Write the checkpoint to a temporary file, then rename: never a half-written one."""
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "algorithm": trainer.config.algorithm,
+        "step": trainer.step,
+        "metrics_rows": metrics_rows,
+        "wall_time": wall_time,
+        "trainer": trainer.state_dict(),
+    }
+    tmp = run_dir / f".{CHECKPOINT}.tmp"
+    with tmp.open("wb") as fh:
+        pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, run_dir / CHECKPOINT)
+
+
+def load_checkpoint(run_dir: Path) -> dict:
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint in this run folder")
+    try:
+        with path.open("rb") as fh:
+            state = pickle.load(fh)
+    except Exception as exc:
+        raise ValueError(f"{path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: not a sparserl checkpoint of version {CHECKPOINT_VERSION}")
+    return state
+
+
+def load_run(run_dir: str | Path) -> tuple[Any, dict]:
+    """The trainer of a run folder restored from its checkpoint, and the checkpoint."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.toml)")
+    config = load_config(run_dir / "config.toml")
+    state = load_checkpoint(run_dir)
+    trainer = trainer_class(config.algorithm)(config)
+    trainer.load_state_dict(state["trainer"])
+    return trainer, state
+
+
+class MetricsLog:
+    """``metrics.csv``: a header from the first row, one line per iteration, flushed each time."""
+
+    def __init__(self, path: Path, keep_rows: int | None = None) -> None:
+        self.path = path
+        self.columns: list[str] | None = None
+        self.rows = 0
+        if path.exists():
+            with path.open(newline="") as fh:
+                lines = list(csv.reader(fh))
+            if lines:
+                self.columns = lines[0]
+                body = lines[1:] if keep_rows is None else lines[1 : 1 + keep_rows]
+                self.rows = len(body)
+                with path.open("w", newline="") as fh:
+                    csv.writer(fh).writerows([self.columns, *body])
+
+    def append(self, row: dict[str, Any]) -> None:
+        if self.columns is None:
+            self.columns = list(row)
+            with self.path.open("w", newline="") as fh:
+                csv.writer(fh).writerow(self.columns)
+        missing = set(self.columns) ^ set(row)
+        if missing:
+            raise KeyError(f"metrics row keys changed: {sorted(missing)}")
+        with self.path.open("a", newline="") as fh:
+            csv.writer(fh).writerow([row[c] for c in self.columns])
+        self.rows += 1
+
+
+def _format(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def train(
+    trainer: Any,
+    run_dir: Path,
+    executor: Any,
+    *,
+    metrics_rows: int = 0,
+    wall_time: float = 0.0,
+    checkpoint_every: float = 30.0,
+    progress: bool = True,
+    max_iterations: int | None = None,
+) -> bool:
+    """Iterate ``trainer`` until done; returns False when interrupted (Ctrl-C).
+
+    ``max_iterations`` stops early (tests use it to simulate an interrupted run).
+    """
+    log = MetricsLog(run_dir / "metrics.csv", keep_rows=metrics_rows)
+    budget = trainer.config.budget
+    bar = tqdm(
+        total=budget,
+        initial=min(trainer.step, budget),
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+        desc=trainer.config.algorithm,
+    )
+    last_save = time.monotonic()
+    iterations = 0
+    try:
+        while not trainer.done:
+            if max_iterations is not None and iterations >= max_iterations:
+                return False
+            before = trainer.step
+            t0 = time.perf_counter()
+            figures = trainer.iterate(executor)
+            wall_time += time.perf_counter() - t0
+            log.append({"step": trainer.step, "wall_time": round(wall_time, 4), **figures})
+            iterations += 1
+            bar.update(min(trainer.step, budget) - min(before, budget))
+            bar.set_postfix({k: _format(v) for k, v in trainer.progress().items()}, refresh=False)
+            if time.monotonic() - last_save >= checkpoint_every:
+                save_checkpoint(run_dir, trainer, log.rows, wall_time)
+                last_save = time.monotonic()
+        save_checkpoint(run_dir, trainer, log.rows, wall_time)
+        return True
+    except KeyboardInterrupt:
+        bar.close()
+        print(
+            f"\ninterrupted; the last checkpoint in {run_dir} is intact. "
+            f"Continue with: sparserl run --resume {run_dir}",
+            file=sys.stderr,
+        )
+        return False
+    finally:
+        bar.close()
+
+
+def start_run(
+    config_path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    out: str | Path | None = None,
+) -> tuple[Any, Path]:
+    """Validate the config, create the run folder, write ``config.toml`` and checkpoint 0."""
+    config = load_config(config_path, overrides)
+    trainer = trainer_class(config.algorithm)(config)
+    run_dir = new_run_dir(config_path, out)
+    write_toml(config, run_dir / "config.toml")
+    save_checkpoint(run_dir, trainer, 0, 0.0)
+    return trainer, run_dir

@@ -1,0 +1,264 @@
+"""Strong-branching expert data with the learn2branch protocol, into shards with a manifest.
+
+One episode solves one instance with SCIP (`milp.scip_settings.SolverSettings`, seeded by the
+episode). At every LP branching call our rule draws a number from the episode's generator:
+with probability ``query_prob`` (0.05, learn2branch's ``node_record_prob``) it queries the
+expert - NodeBipartite observation plus full strong-branching scores of the LP candidates -
+records the sample and branches on the expert's choice (the candidate with the best score),
+so the strong-branching work is used; otherwise it returns DIDNOTRUN and SCIP's ``pscost``
+rule (given top priority) explores. Strong branching is idempotent and capped at
+``sb_iteration_limit`` LP iterations per child.
+
+A sample holds: the observation arrays (prob-index variable rows), ``candidates`` (prob-
+indices of the LP candidates), ``scores`` (their strong-branching scores, same order) and
+``choice`` (the chosen prob-index).
+
+`collect(paths, out_dir, n_samples, seed, executor, ...)` runs episodes in batches through the
+executor; each batch becomes one compressed shard ``shard-NNNNN.npz`` (written to a temporary
+file and renamed) and the manifest ``manifest.json`` (same) records the settings, the shards
+and how many episodes are done. Episode e uses instance ``paths[e % len(paths)]`` and the e-th
+child of ``SeedSequence(seed)``, so calling `collect` again on the same folder resumes where
+it stopped and gives the same samples as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyscipopt as scip
+
+from envs.errors import ItemError
+from milp.instances import read_instance
+from milp.observations import NodeBipartite, lp_candidates, strong_branching_scores
+from milp.scip_settings import TOP_PRIORITY, SolverSettings, use_rule
+
+__all__ = ["CollectConfig", "ExpertSample", "collect", "collect_episode", "load_shard"]
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ExpertSample:
+    variable_features: np.ndarray
+    row_features: np.ndarray
+    edge_indices: np.ndarray
+    edge_values: np.ndarray
+    candidates: np.ndarray
+    scores: np.ndarray
+    choice: int
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What an episode needs; stored in the manifest (a resumed run must match it)."""
+
+    query_prob: float = 0.05
+    sb_iteration_limit: int | None = None
+    time_limit: float = 3600.0
+    max_samples_per_episode: int = 1000
+    presolve: bool = True
+    heuristics: bool = True
+    root_cuts: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.query_prob <= 1:
+            raise ValueError(f"query_prob must be in (0, 1], got {self.query_prob}")
+        if self.sb_iteration_limit is not None and self.sb_iteration_limit < 1:
+            raise ValueError(f"sb_iteration_limit must be >= 1, got {self.sb_iteration_limit}")
+        if self.max_samples_per_episode < 1:
+            raise ValueError("max_samples_per_episode must be >= 1")
+
+
+class _ExpertRule(scip.Branchrule):
+    def __init__(self, config: CollectConfig, rng: np.random.Generator) -> None:
+        self.config, self.rng = config, rng
+        self.obs = NodeBipartite()
+        self.samples: list[ExpertSample] = []
+
+    def branchexeclp(self, allowaddcons: bool) -> dict:
+        if len(self.samples) >= self.config.max_samples_per_episode:
+            self.model.interruptSolve()
+            return {"result": scip.SCIP_RESULT.DIDNOTRUN}
+        if self.rng.random() >= self.config.query_prob:
+            return {"result": scip.SCIP_RESULT.DIDNOTRUN}
+        idx, cands, _ = lp_candidates(self.model)
+        if idx.size == 0:
+            return {"result": scip.SCIP_RESULT.DIDNOTRUN}
+        obs = self.obs.extract(self.model, False)
+        scores = strong_branching_scores(self.model, idx, cands, self.config.sb_iteration_limit)[
+            idx
+        ]
+        best = int(np.argmax(scores))
+        self.samples.append(
+            ExpertSample(
+                obs.variable_features.astype(np.float32),
+                obs.row_features.astype(np.float32),
+                obs.edge_indices.astype(np.int32),
+                obs.edge_values.astype(np.float32),
+                idx.astype(np.int32),
+                scores.astype(np.float32),
+                int(idx[best]),
+            )
+        )
+        self.model.branchVar(cands[best])
+        return {"result": scip.SCIP_RESULT.BRANCHED}
+
+
+def collect_episode(item: tuple[str, int, np.random.SeedSequence, CollectConfig]) -> list:
+    """One episode ``(path, episode index, seed sequence, config)`` -> its samples."""
+    path, _, seq, config = item
+    rng = np.random.default_rng(seq)
+    model = read_instance(path)
+    try:
+        SolverSettings(
+            seed=int(rng.integers(2**31 - 1)),
+            time_limit=config.time_limit,
+            presolve=config.presolve,
+            heuristics=config.heuristics,
+            extra={} if config.root_cuts else {"separating/maxroundsroot": 0},
+        ).apply(model)
+        # pscost explores right below our rule, ahead of relpscost and the rest.
+        use_rule(model, "pscost", TOP_PRIORITY - 1)
+        rule = _ExpertRule(config, rng)
+        model.includeBranchrule(rule, "sparserl-expert", "expert", TOP_PRIORITY, -1, 1.0)
+        model.optimize()
+        return rule.samples
+    finally:
+        model.freeProb()
+
+
+def _pack(samples: Sequence[ExpertSample]) -> dict[str, np.ndarray]:
+    cat = {
+        f: np.concatenate([getattr(s, f) for s in samples], axis=-1 if f == "edge_indices" else 0)
+        for f in ("variable_features", "row_features", "edge_indices", "edge_values")
+    }
+    cat["candidates"] = np.concatenate([s.candidates for s in samples])
+    cat["scores"] = np.concatenate([s.scores for s in samples])
+    cat["choice"] = np.array([s.choice for s in samples], dtype=np.int64)
+    for name, f in (
+        ("n_vars", "variable_features"),
+        ("n_rows", "row_features"),
+        ("n_edges", "edge_values"),
+        ("n_candidates", "candidates"),
+    ):
+        cat[name] = np.array([len(getattr(s, f)) for s in samples], dtype=np.int64)
+    return cat
+
+
+def load_shard(path: str | Path) -> list[ExpertSample]:
+    """The samples of one shard, in collection order."""
+    with np.load(path) as z:
+        d = {k: z[k] for k in z.files}
+    out = []
+    offs = {k: np.concatenate([[0], np.cumsum(d[k])]) for k in
+            ("n_vars", "n_rows", "n_edges", "n_candidates")}  # fmt: skip
+    for i in range(d["choice"].size):
+        v = slice(offs["n_vars"][i], offs["n_vars"][i + 1])
+        r = slice(offs["n_rows"][i], offs["n_rows"][i + 1])
+        e = slice(offs["n_edges"][i], offs["n_edges"][i + 1])
+        c = slice(offs["n_candidates"][i], offs["n_candidates"][i + 1])
+        out.append(
+            ExpertSample(
+                d["variable_features"][v],
+                d["row_features"][r],
+                d["edge_indices"][:, e],
+                d["edge_values"][e],
+                d["candidates"][c],
+                d["scores"][c],
+                int(d["choice"][i]),
+            )
+        )
+    return out
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def collect(
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    n_samples: int,
+    seed: int,
+    executor: Any,
+    config: CollectConfig | None = None,
+    episodes_per_shard: int | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Collect until at least ``n_samples`` samples are stored; returns the manifest.
+
+    A folder with a manifest is resumed (its instances, seed and config must match).
+    ``episodes_per_shard`` defaults to 2 x the executor's parallelism. ``progress(manifest)``
+    is called after each shard. Failed episodes are listed in the manifest's ``errors``.
+    """
+    config = config or CollectConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise ValueError("collect needs at least one instance")
+    head = {"version": FORMAT_VERSION, "instances": paths, "seed": int(seed),
+            "config": asdict(config)}  # fmt: skip
+    mpath = out / MANIFEST
+    if mpath.exists():
+        manifest = json.loads(mpath.read_text())
+        for key, value in head.items():
+            if manifest.get(key) != value:
+                raise ValueError(f"{mpath}: {key} differs from this run's; use a new folder")
+    elif any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty and has no {MANIFEST}")
+    else:
+        manifest = {**head, "episodes": 0, "samples": 0, "shards": [], "errors": []}
+    batch = episodes_per_shard or 2 * max(1, executor.parallelism)
+    root = np.random.SeedSequence(seed)
+    while manifest["samples"] < n_samples:
+        first = manifest["episodes"]
+        # Children first..first+batch of the root, whatever the batch sizes before.
+        seqs = np.random.SeedSequence(
+            root.entropy, spawn_key=root.spawn_key, n_children_spawned=first
+        )
+        children = seqs.spawn(batch)
+        items = [
+            (paths[(first + i) % len(paths)], first + i, children[i], config) for i in range(batch)
+        ]
+        results = executor.map(collect_episode, items, errors="return")
+        samples = []
+        for item, res in zip(items, results, strict=True):
+            if isinstance(res, ItemError):
+                manifest["errors"].append(
+                    f"episode {item[1]} ({item[0]}): {res.type}: {res.message}"
+                )
+            else:
+                samples.extend(res)
+        shard = None
+        if samples:
+            shard = out / f"shard-{len(manifest['shards']):05d}.npz"
+            packed = _pack(samples)
+            _write_atomic(shard, lambda p, a=packed: _save_npz(p, a))
+            manifest["shards"].append(
+                {"file": shard.name, "samples": len(samples), "episodes": [first, first + batch]}
+            )
+        manifest["episodes"] = first + batch
+        manifest["samples"] += len(samples)
+        _write_atomic(mpath, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+        if progress is not None:
+            progress(manifest)
+        if all(isinstance(r, ItemError) for r in results):
+            raise RuntimeError(f"every episode of the batch failed: {manifest['errors'][-1]}")
+        if first + batch >= 100 * len(paths) and manifest["samples"] == 0:
+            raise RuntimeError("no sample after 100 episodes per instance: instances too easy")
+    return manifest

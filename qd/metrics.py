@@ -1,0 +1,83 @@
+"""Exploration metrics measured in the ground-truth behaviour space.
+
+Coverage follows SERENE's analysis code (qd.md §6): the ground-truth descriptor of every
+individual evaluated by the exploration (never the emitters' evaluations) is counted in a 50x50
+grid over the environment's limits, with `numpy.histogram2d`'s binning (closed last bin, points
+outside the limits ignored); coverage = occupied cells / cells, a fraction in [0, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class CoverageGrid:
+    """Counts of ground-truth descriptors in a regular grid over ``[low, high]``."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray, bins: int = 50) -> None:
+        low = np.asarray(low, dtype=np.float64)
+        high = np.asarray(high, dtype=np.float64)
+        if low.shape != high.shape or low.ndim != 1:
+            raise ValueError(f"coverage grid limits must be two 1-D arrays, got {low}, {high}")
+        if not np.all(np.isfinite(low) & np.isfinite(high)) or np.any(high <= low):
+            raise ValueError(f"coverage grid limits must be finite with low < high: {low}, {high}")
+        if bins < 1:
+            raise ValueError(f"coverage grid needs at least one bin per axis, got {bins}")
+        self.low, self.high, self.bins = low, high, bins
+        self.counts = np.zeros((bins,) * low.size, dtype=np.int64)
+
+    def cells(self, points: np.ndarray) -> np.ndarray:
+        """Cell index per point (``-1`` rows for points outside the limits)."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, self.low.size)
+        scaled = (points - self.low) / (self.high - self.low) * self.bins
+        idx = np.floor(scaled).astype(np.int64)
+        # histogram2d counts a point on the upper limit in the last bin.
+        idx[points == self.high] = self.bins - 1
+        inside = np.all((points >= self.low) & (points <= self.high), axis=1)
+        idx[~inside] = -1
+        return idx
+
+    def add(self, points: np.ndarray) -> None:
+        idx = self.cells(points)
+        idx = idx[idx[:, 0] >= 0]
+        np.add.at(self.counts, tuple(idx.T), 1)
+
+    @property
+    def coverage(self) -> float:
+        return float(np.count_nonzero(self.counts)) / self.counts.size
+
+    def uniformity(self) -> float:
+        """1 − Jensen–Shannon distance between the visit histogram and the uniform one."""
+        from scipy.spatial.distance import jensenshannon
+
+        total = self.counts.sum()
+        if total == 0:
+            return 0.0
+        p = self.counts.ravel() / total
+        return float(1.0 - jensenshannon(p, np.full_like(p, 1.0 / p.size)))
+
+
+class RewardAreaTracker:
+    """Best reward seen in each reward area, and the evaluation that first reached it."""
+
+    def __init__(self, n_areas: int) -> None:
+        self.best = np.zeros(n_areas)
+        self.first_hit = np.full(n_areas, -1, dtype=np.int64)
+
+    def add(self, rewards: np.ndarray, areas: np.ndarray, first_eval: int) -> None:
+        """``first_eval`` is the evaluation count of the first of these individuals."""
+        for i, (r, a) in enumerate(zip(rewards, areas, strict=True)):
+            if a < 0 or r <= 0:
+                continue
+            if a >= self.best.size:
+                raise ValueError(f"reward area {a} outside the environment's {self.best.size}")
+            if self.first_hit[a] < 0:
+                self.first_hit[a] = first_eval + i
+            self.best[a] = max(self.best[a], r)
+
+    def figures(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for a in range(self.best.size):
+            out[f"best_reward_{a}"] = float(self.best[a])
+            out[f"first_hit_{a}"] = int(self.first_hit[a])
+        return out

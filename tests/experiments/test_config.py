@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from experiments.config import (
+    ConfigError,
+    apply_overrides,
+    from_dict,
+    read_toml,
+    to_dict,
+    write_toml,
+)
+from experiments.registry import load_config
+
+
+@dataclass(frozen=True)
+class Inner:
+    rate: float = field(default=0.5, metadata={"gt": 0, "le": 1})
+    sizes: tuple[int, ...] = (5, 5)
+    mode: Literal["a", "b"] = "a"
+
+
+@dataclass(frozen=True)
+class Outer:
+    algorithm: str = "x"
+    budget: int = field(default=10, metadata={"ge": 1})
+    flag: bool = False
+    inner: Inner = Inner()
+
+    def __post_init__(self) -> None:
+        if self.flag and self.budget > 100:
+            raise ValueError("flag needs budget <= 100")
+
+
+def test_defaults_and_nested_values():
+    cfg = from_dict(Outer, {"budget": 3, "inner": {"rate": 1, "sizes": [2, 3]}}, "f.toml")
+    assert cfg == Outer(budget=3, inner=Inner(rate=1.0, sizes=(2, 3)))
+    assert isinstance(cfg.inner.rate, float)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"budgt": 3}, "f.toml: unknown key 'budgt'"),
+        ({"inner": {"rat": 3}}, "f.toml: unknown key 'inner.rat'"),
+        ({"budget": "3"}, "f.toml: 'budget' must be an integer, got '3'"),
+        ({"budget": True}, "f.toml: 'budget' must be an integer"),
+        ({"budget": 0}, "f.toml: 'budget' must be >= 1, got 0"),
+        ({"inner": {"rate": 2.0}}, "f.toml: 'inner.rate' must be <= 1, got 2.0"),
+        ({"inner": {"mode": "c"}}, "f.toml: 'inner.mode' must be one of ['a', 'b']"),
+        ({"inner": {"sizes": [1, "x"]}}, "f.toml: 'inner.sizes[1]' must be an integer"),
+        ({"inner": 3}, "f.toml: 'inner' must be a table"),
+        ({"flag": True, "budget": 1000}, "f.toml: [top level] flag needs budget <= 100"),
+    ],
+)
+def test_errors_name_key_and_file(data, message):
+    with pytest.raises(ConfigError) as info:
+        from_dict(Outer, data, "f.toml")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_overrides_parse_toml_values_and_dotted_keys():
+    data = apply_overrides({"inner": {"rate": 0.1}}, ["budget=7", "inner.sizes=[1, 2]", "x.y=hi"])
+    assert data == {"budget": 7, "inner": {"rate": 0.1, "sizes": [1, 2]}, "x": {"y": "hi"}}
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_overrides({}, ["budget"])
+
+
+def test_round_trip_through_toml(tmp_path):
+    cfg = Outer(budget=4, inner=Inner(sizes=(1,)))
+    write_toml(cfg, tmp_path / "c.toml")
+    assert from_dict(Outer, read_toml(tmp_path / "c.toml")) == cfg
+    assert to_dict(cfg)["inner"]["sizes"] == [1]
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("algorithm = 'ns'\nbudget = [\n")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config(bad)
+    unknown = tmp_path / "u.toml"
+    unknown.write_text("algorithm = 'nope'\n")
+    with pytest.raises(ConfigError, match="u.toml: unknown algorithm 'nope'"):
+        load_config(unknown)
+    typo = tmp_path / "t.toml"
+    typo.write_text("algorithm = 'ns'\n[ns]\npop_sise = 3\n")
+    with pytest.raises(ConfigError, match="t.toml: unknown key 'ns.pop_sise'"):
+        load_config(typo)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[2] / "experiments" / "configs").glob("*.toml"))
+    assert configs
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.budget >= 1

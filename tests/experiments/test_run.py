@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.cli import main
+from experiments.executor import SerialExecutor
+from experiments.run import load_run, start_run, train
+
+CONFIG = Path(__file__).parents[2] / "experiments" / "configs" / "ns_hardmaze.toml"
+SMALL = ["budget=1100", "ns.pop_size=50"]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    with (run_dir / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r.pop("wall_time")
+    return rows
+
+
+def finish(run_dir: Path, executor) -> object:
+    trainer, state = load_run(run_dir)
+    train(
+        trainer,
+        run_dir,
+        executor,
+        metrics_rows=state["metrics_rows"],
+        wall_time=state["wall_time"],
+        progress=False,
+    )
+    return load_run(run_dir)[0]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    ta, tb = load_run(a)[0], load_run(b)[0]
+    for field in ("genome", "descriptor", "reward", "generation"):
+        np.testing.assert_array_equal(ta.archive[field], tb.archive[field])
+    np.testing.assert_array_equal(ta.coverage.counts, tb.coverage.counts)
+    assert metrics(a) == metrics(b)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    trainer, run_dir = start_run(CONFIG, SMALL, tmp_path_factory.mktemp("runs") / "full")
+    assert train(trainer, run_dir, SerialExecutor(), progress=False)
+    return run_dir
+
+
+@pytest.mark.parametrize("checkpoint_every", [0.0, 1e9])
+def test_resume_equals_uninterrupted(tmp_path, uninterrupted, checkpoint_every):
+    """Stop after 4 generations (a crash), resume, and end with the same archive and metrics.
+
+    With ``checkpoint_every=1e9`` only the step-0 checkpoint exists, so the rows written after it
+    must be dropped on resume."""
+    trainer, run_dir = start_run(CONFIG, SMALL, tmp_path / "run")
+    stopped = train(
+        trainer,
+        run_dir,
+        SerialExecutor(),
+        checkpoint_every=checkpoint_every,
+        progress=False,
+        max_iterations=4,
+    )
+    assert not stopped
+    finish(run_dir, SerialExecutor())
+    assert_same_run(run_dir, uninterrupted)
+
+
+def test_ray_executor_gives_the_serial_archive(tmp_path, uninterrupted, ray_executor):
+    trainer, run_dir = start_run(CONFIG, SMALL, tmp_path / "ray")
+    train(trainer, run_dir, ray_executor, progress=False)
+    assert_same_run(run_dir, uninterrupted)
+
+
+def test_cli_run_plot_and_folder_contents(tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "run",
+            str(CONFIG),
+            "--set",
+            "budget=300",
+            "--set",
+            "ns.pop_size=20",
+            "--out",
+            str(out),
+            "--executor",
+            "serial",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"config.toml", "metrics.csv", "checkpoint.pkl", "plots"} <= names
+    assert "budget = 300" in (out / "config.toml").read_text()
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert plots == ["archive_map.png", "coverage.png", "coverage_heatmap.png"]
+    for p in (out / "plots").iterdir():
+        assert p.read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(out)]) == 0
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["step", "wall_time", "generation", "archive_size"]
+    assert "coverage" in header and "best_reward_0" in header and "first_hit_1" in header
+
+
+def test_cli_never_overwrites(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code = main(["run", str(CONFIG), "--out", str(out), "--executor", "serial"])
+    assert code == 2
+    assert "not empty; nothing is overwritten" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["run", str(CONFIG), "--set", "ns.pop_sise=3", "--executor", "serial"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"sparserl: error: {CONFIG}: unknown key 'ns.pop_sise' (known: pop_size, "
+        "offspring_per_parent, mutation_sigma, genome_limit, k, archive_add, archive_selection, "
+        "skip_nearest, genomes_per_item, coverage_bins)"
+    )
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_missing_and_corrupt_checkpoint(tmp_path, capsys):
+    trainer, run_dir = start_run(CONFIG, ["budget=100", "ns.pop_size=10"], tmp_path / "r")
+    metrics_before = (run_dir / "config.toml").read_text()
+    (run_dir / "checkpoint.pkl").write_bytes(b"garbage")
+    assert main(["run", "--resume", str(run_dir), "--executor", "serial"]) == 2
+    assert "corrupt checkpoint" in capsys.readouterr().err
+    (run_dir / "checkpoint.pkl").unlink()
+    assert main(["run", "--resume", str(run_dir), "--executor", "serial"]) == 2
+    assert "no checkpoint in this run folder" in capsys.readouterr().err
+    assert (run_dir / "config.toml").read_text() == metrics_before
+    with (run_dir / "checkpoint.pkl").open("wb") as fh:
+        pickle.dump({"version": 99}, fh)
+    assert main(["run", "--resume", str(run_dir), "--executor", "serial"]) == 2
+    assert "not a sparserl checkpoint" in capsys.readouterr().err

@@ -1,0 +1,154 @@
+"""The branching environment: default action = SCIP's tree, rewards add up, bad actions,
+composition of rewards, policies as branching rules."""
+
+import numpy as np
+import pytest
+
+from milp.branching import DEFAULT, Branching, include_policy
+from milp.instances import make_generator
+from milp.rewards import Constant, IsDone, LpIterations, NNodes, SolvingTime
+from milp.scip_settings import SolverSettings
+
+SETTINGS = SolverSettings(
+    time_limit=60, presolve=False, heuristics=False, extra={"separating/maxroundsroot": 0}
+)
+
+
+def _instance(seed=0):
+    return next(make_generator("facilities", None, seed=seed, n_customers=10, n_facilities=8))
+
+
+def _plain_scip_nodes(seed, settings):
+    model = _instance()
+    settings.apply(model)
+    for name, value in {
+        "randomization/permutationseed": seed,
+        "randomization/randomseedshift": seed,
+        "randomization/lpseed": seed,
+    }.items():
+        model.setParam(name, value)
+    model.optimize()
+    return model.getNTotalNodes(), model.getNLPIterations()
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_default_action_reproduces_scip_tree(seed):
+    nodes, lp_iters = _plain_scip_nodes(seed, SETTINGS)
+    assert nodes > 5
+    env = Branching(observation_function=None, reward_function=NNodes(), scip_params=SETTINGS)
+    env.seed(seed)
+    _, action_set, offset, done, _ = env.reset(_instance())
+    total, steps = offset, 0
+    while not done:
+        assert action_set.size > 0
+        _, action_set, reward, done, _ = env.step(DEFAULT if steps % 2 else "default")
+        total += reward
+        steps += 1
+    assert env.model.getNTotalNodes() == nodes
+    assert env.model.getNLPIterations() == lp_iters
+    assert total == nodes
+
+
+def test_rewards_add_up_over_an_agent_episode():
+    reward = {
+        "nodes": NNodes(),
+        "lp": LpIterations(),
+        "time": SolvingTime(),
+        "wall": SolvingTime(wall=True),
+        "cum": NNodes().cumsum(),
+        "mix": -2.0 * LpIterations() + 1,
+        "done": IsDone(),
+    }
+    env = Branching(observation_function=None, reward_function=reward, scip_params=SETTINGS)
+    _, action_set, off, done, _ = env.reset(_instance())
+    sums = dict(off)
+    rng = np.random.default_rng(0)
+    last = off
+    steps = 0
+    while not done:
+        _, action_set, last, done, _ = env.step(int(rng.choice(action_set)))
+        for k in sums:
+            sums[k] += last[k]
+        assert last["mix"] == pytest.approx(-2.0 * last["lp"] + 1)
+        steps += 1
+    m = env.model
+    assert m.getStatus() == "optimal"
+    assert sums["nodes"] == m.getNTotalNodes()
+    assert sums["lp"] == m.getNLPIterations()
+    assert last["cum"] == m.getNTotalNodes()
+    assert last["done"] == 1.0 and sums["done"] == 1.0
+    assert 0 <= sums["time"] and 0 <= sums["wall"]
+    # A random agent needs more nodes than there were steps' worth of defaults would.
+    assert steps >= 1
+
+
+def test_reward_arithmetic():
+    r = (Constant(3) * 2 - 1) / 5 + abs(-Constant(2)) ** 2
+    assert r.extract(None, False) == pytest.approx(5.0)
+    assert (1 - Constant(4)).extract(None, False) == -3.0
+    assert Constant(2).apply(lambda x: x * 10).extract(None, False) == 20.0
+    c = Constant(1.5).cumsum()
+    c.before_reset(None)
+    assert [c.extract(None, False) for _ in range(3)] == [1.5, 3.0, 4.5]
+    c.before_reset(None)
+    assert c.extract(None, False) == 1.5
+
+
+def test_bad_action_is_rejected_and_episode_continues():
+    env = Branching(observation_function=None, reward_function=NNodes(), scip_params=SETTINGS)
+    _, action_set, _, done, _ = env.reset(_instance())
+    assert not done
+    outside = int(np.setdiff1d(np.arange(200), action_set)[0])
+    with pytest.raises(ValueError, match=f"action {outside} is not in the action set"):
+        env.step(outside)
+    with pytest.raises(ValueError, match="prob-index or DEFAULT"):
+        env.step(1.5)
+    _, _, _, done, _ = env.step(int(action_set[0]))
+    env.close()
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(0)
+
+
+def test_reset_mid_episode_and_bad_instance(tmp_path):
+    env = Branching(observation_function=None, scip_params=SETTINGS)
+    env.reset(_instance())
+    _, _, _, done, _ = env.reset(_instance(1))
+    assert not done
+    env.close()
+    bad = tmp_path / "bad.lp"
+    bad.write_text("")
+    with pytest.raises(ValueError, match="bad.lp: empty file"):
+        env.reset(bad)
+
+
+def test_failing_observation_function_ends_the_episode():
+    class Broken:
+        def before_reset(self, model):
+            pass
+
+        def extract(self, model, done):
+            raise KeyError("no such feature")
+
+    env = Branching(observation_function=Broken(), scip_params=SETTINGS)
+    with pytest.raises(RuntimeError, match="episode failed: KeyError"):
+        env.reset(_instance())
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(0)
+
+
+def test_policy_as_branching_rule_matches_environment():
+    def first(obs, action_set):
+        return int(action_set.min())
+
+    model = _instance()
+    SETTINGS.apply(model)
+    rule = include_policy(model, first, observation_function=NNodes())
+    model.optimize()
+    env = Branching(observation_function=None, reward_function=NNodes(), scip_params=SETTINGS)
+    _, action_set, _, done, _ = env.reset(_instance())
+    steps = 0
+    while not done:
+        _, action_set, _, done, _ = env.step(int(action_set.min()))
+        steps += 1
+    assert rule.decisions == steps
+    assert model.getNTotalNodes() == env.model.getNTotalNodes()

@@ -1,0 +1,196 @@
+"""ReviBranch (reconstruction): retro paths, reward redistribution, n-step targets, the
+revival decoder's padding, episodes on SCIP, training with its ablations, exact resume and
+the brancher file."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from experiments.config import from_dict
+from experiments.executor import SerialExecutor
+from milp.brancher_io import load_brancher
+from milp.revibranch import (
+    WEIGHTINGS,
+    EpisodeItem,
+    ReviBranch,
+    ReviBranchConfig,
+    ReviBranchNetwork,
+    nstep_targets,
+    redistribute,
+    retro_paths,
+    retro_rewards,
+    run_episode,
+    step_parents,
+)
+
+#        0
+#      /   \
+#     1     2
+#    / \     \
+#   3   4     5
+#            /
+#           6
+PARENTS = np.array([-1, 0, 0, 1, 1, 2, 5])
+LP = np.array([10.0, 11.0, 12.0, 14.0, 11.5, 12.5, 13.0])
+
+
+def test_step_parents_maps_node_numbers_to_decisions():
+    assert step_parents([1, 2, 5, 9], [-1, 1, 1, 4]).tolist() == [-1, 0, 0, -1]
+
+
+def test_retro_paths_cover_every_decision_once():
+    paths = retro_paths(PARENTS, LP, "max_leaf_lp_gain")
+    # Best leaf below the root by LP bound is 3 (14.0); then 4 and the 2-5-6 sub-tree.
+    assert paths[0] == [0, 1, 3]
+    assert sorted(map(tuple, paths)) == [(0, 1, 3), (2, 5, 6), (4,)]
+    deepest = retro_paths(PARENTS, LP, "deepest")
+    assert deepest[0] == [0, 2, 5, 6]
+    for ps in (paths, deepest):
+        flat = [s for p in ps for s in p]
+        assert sorted(flat) == list(range(len(PARENTS)))
+        for p in ps:  # each path follows parent links downwards
+            assert all(PARENTS[b] == a for a, b in zip(p, p[1:], strict=False))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 1000), min_size=1, max_size=40), st.randoms())
+def test_random_trees_are_partitioned_into_paths(seeds, rnd):
+    n = len(seeds)
+    parents = np.array([-1] + [rnd.randrange(i) for i in range(1, n)])
+    lp = np.array(seeds, dtype=float)
+    paths = retro_paths(parents, lp)
+    assert sorted(s for p in paths for s in p) == list(range(n))
+    for p in paths:
+        assert all(parents[b] == a for a, b in zip(p, p[1:], strict=False))
+        assert not any(parents[c] == p[-1] for c in range(n))  # ends at a leaf
+
+
+def test_retro_rewards():
+    assert retro_rewards(3, closed=True).tolist() == [-1, -1, 0]
+    assert retro_rewards(3, closed=False).tolist() == [-1, -1, -1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=50),
+    st.floats(-1e4, 0.0),
+    st.sampled_from(sorted(WEIGHTINGS)),
+    st.floats(0.05, 10.0),
+)
+def test_redistribution_preserves_the_return(lp_values, ret, weighting, temperature):
+    w = WEIGHTINGS[weighting]({"lp_values": np.array(lp_values)}, temperature)
+    assert np.all(w >= 0) and math.isclose(w.sum(), 1.0)
+    r = redistribute(ret, w)
+    assert math.isclose(math.fsum(r), ret, rel_tol=1e-12, abs_tol=1e-9)
+    assert abs(sum(r) - ret) <= 1e-9 * max(1.0, abs(ret))
+
+
+def test_lp_gain_weighting_blames_small_gains():
+    w = WEIGHTINGS["lp_gain"]({"lp_values": np.array([0.0, 5.0, 5.0, 6.0])}, 1.0)
+    # gains 5, 0, 1, (0 for the last): the zero-gain steps get the largest share
+    assert w[1] == w[3] > w[2] > w[0]
+    with pytest.raises(ValueError, match="weights must be >= 0 and sum to 1"):
+        redistribute(-3.0, np.array([0.5, 0.2]))
+
+
+def test_nstep_targets_against_their_definition():
+    rng = np.random.default_rng(0)
+    r, v, g = rng.normal(size=7), rng.normal(size=7), 0.9
+    one = nstep_targets(r, v, g, 1)
+    np.testing.assert_allclose(one[:-1], r[:-1] + g * v[1:])
+    assert one[-1] == r[-1]  # the last decision of a path is terminal
+    mc = nstep_targets(r, v, g, 7)  # n >= L: Monte Carlo returns, no bootstrap
+    np.testing.assert_allclose(mc, [sum(g**k * r[t + k] for k in range(7 - t)) for t in range(7)])
+    three = nstep_targets(r, v, g, 3)
+    assert three[2] == pytest.approx(r[2] + g * r[3] + g**2 * r[4] + g**3 * v[5])
+    assert three[5] == pytest.approx(r[5] + g * r[6])
+
+
+def test_revival_context_ignores_padding_and_uses_history():
+    torch.manual_seed(0)
+    net = ReviBranchNetwork(emb_size=16, heads=2).eval()
+    lengths = [3, 0, 1]
+    hist = [torch.randn(n, 16) for n in lengths]
+    pooled, depth = torch.randn(3, 16), torch.tensor([3, 0, 1])
+    padded = torch.zeros(3, 3, 16)
+    for b, h in enumerate(hist):
+        if len(h):
+            padded[b, 3 - len(h) :] = h
+    with torch.no_grad():
+        together = net.context(padded, torch.tensor(lengths), pooled, depth)
+        alone = [net.context(h[None], torch.tensor([len(h)]), pooled[b : b + 1], depth[b : b + 1])
+                 for b, h in enumerate(hist)]  # fmt: skip
+        torch.testing.assert_close(together, torch.cat(alone), rtol=1e-5, atol=1e-5)
+        other = net.context(torch.randn(1, 3, 16), torch.tensor([3]), pooled[:1], depth[:1])
+        assert not torch.allclose(other, alone[0])
+        net.revival = False
+        no_rev = net.context(torch.randn(1, 3, 16), torch.tensor([3]), pooled[:1], depth[:1])
+        base = net.context(torch.zeros(1, 0, 16), torch.tensor([0]), pooled[:1], depth[:1])
+        torch.testing.assert_close(no_rev, base)
+
+
+def small_config(**dqn):
+    raw = {
+        "algorithm": "revibranch",
+        "seed": 3,
+        "budget": 6,
+        "instances": {"params": {"n_rows": 120, "n_cols": 200, "density": 0.05}},
+        "solver": {"time_limit": 30.0, "presolve": False, "heuristics": False},
+        "revibranch": {"emb_size": 16, "heads": 2},
+        "dqn": {"min_buffer": 8, "buffer_size": 500, "batch_size": 8, "episodes_per_iteration": 2,
+                "target_update": 20, "update_every": 2, **dqn},
+    }  # fmt: skip
+    return from_dict(ReviBranchConfig, raw)
+
+
+def test_node_limit_ends_the_episode_with_the_reward_so_far():
+    trainer = ReviBranch(small_config())
+    item = trainer._items(1)[0]
+    item = EpisodeItem(**{**item.__dict__, "node_limit": 3})
+    ep = run_episode(item)
+    assert ep.status == "nodelimit" and not ep.closed and 1 <= len(ep.steps) <= 3
+    for p in trainer.paths_of(ep):
+        assert math.isclose(p.rewards.sum(), -len(p.steps))  # no sub-tree closed: -1 each
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{}, {"revival": False}, {"redistribution": False}, {"history": "grad"}],
+    ids=["revibranch", "no-revival", "no-redistribution", "grad-history"],
+)
+def test_training_runs_resumes_exactly_and_exports(change, tmp_path):
+    cfg = small_config()
+    cfg = ReviBranchConfig(**{**cfg.__dict__,
+                              "revibranch": type(cfg.revibranch)(**{**cfg.revibranch.__dict__,
+                                                                   **change})})  # fmt: skip
+    whole = ReviBranch(cfg)
+    rows = [whole.iterate(SerialExecutor()) for _ in range(3)]
+    assert whole.done and whole.updates > 0 and math.isfinite(rows[-1]["loss"])
+    part = ReviBranch(cfg)
+    part.iterate(SerialExecutor())
+    resumed = ReviBranch(cfg)
+    resumed.load_state_dict(part.state_dict())
+    again = [resumed.iterate(SerialExecutor()) for _ in range(2)]
+    assert repr(again) == repr(rows[1:])
+    if change.get("redistribution") is False:
+        for p in whole.replay.paths:
+            assert np.all(p.rewards[:-1] == 0)
+    (path,) = [p for p in whole.plot(tmp_path) if p.name == "brancher.pt"]
+    model, header = load_brancher(path)
+    assert header["model"] == "revibranch"
+    assert header["hyperparameters"]["revival"] == cfg.revibranch.revival
+    for a, b in zip(model.state_dict().values(), whole.online.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_ray_and_serial_episodes_are_identical(ray_executor):
+    cfg = small_config()
+    cfg = ReviBranchConfig(**{**cfg.__dict__, "budget": 2})
+    a, b = ReviBranch(cfg), ReviBranch(cfg)
+    assert repr(a.iterate(SerialExecutor())) == repr(b.iterate(ray_executor))
+    for ea, eb in zip(a.replay.episodes.values(), b.replay.episodes.values(), strict=True):
+        assert [s.action for s in ea.steps] == [s.action for s in eb.steps]

@@ -1,0 +1,138 @@
+"""Benchmark solves: MIPLIB optima with SCIP's rules, error rows, summary figures, the CLI."""
+
+import argparse
+import csv
+import math
+
+import pytest
+
+from experiments.executor import SerialExecutor
+from milp.instances import write_instances
+from milp.scip_settings import SolverSettings, scip_rule_name
+from milp.solve import SolveTask, shifted_geometric_mean, solve_benchmark, solve_task, summarise
+
+# Instances that take more than about a second with relpscost or pscost here.
+SLOW = {"blend2", "dcmulti", "pp08a", "vpm2", "enigma"}
+# The same for fsb or random under a 20 000-node limit.
+SLOW_OTHER = {"blend2", "dcmulti", "pp08a", "vpm2", "bell5"}
+MIPLIB = [
+    "bell5", "blend2", "dcmulti", "egout", "enigma", "flugpl", "gt2",
+    "lseu", "misc03", "p0548", "pp08a", "rgn", "stein27", "vpm2",
+]  # fmt: skip
+
+
+def _optima(shared_data):
+    with open(shared_data / "miplib" / "optimal.csv") as fh:
+        return {r["name"]: float(r["optimal_objective"]) for r in csv.DictReader(fh)}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in MIPLIB]
+)
+@pytest.mark.parametrize("rule", ["relpscost", "pscost"])
+def test_miplib_solves_to_known_optimum(shared_data, name, rule):
+    optimum = _optima(shared_data)[name]
+    row = solve_task(
+        SolveTask(str(shared_data / "miplib" / f"{name}.mps"), rule, SolverSettings(time_limit=60))
+    )
+    assert row["status"] == "optimal"
+    assert abs(row["objective"] - optimum) <= 1e-6 * max(1.0, abs(optimum))
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_OTHER else n for n in MIPLIB]
+)
+@pytest.mark.parametrize("rule", ["fsb", "random"])
+def test_miplib_other_rules_under_node_limit(shared_data, name, rule):
+    optimum = _optima(shared_data)[name]
+    settings = SolverSettings(time_limit=120, node_limit=20_000)
+    row = solve_task(SolveTask(str(shared_data / "miplib" / f"{name}.mps"), rule, settings))
+    assert row["status"] in ("optimal", "nodelimit")
+    if row["status"] == "optimal":
+        assert abs(row["objective"] - optimum) <= 1e-6 * max(1.0, abs(optimum))
+    else:
+        # The incumbent is never better than the optimum (all MIPLIB instances minimise).
+        assert row["objective"] >= optimum - 1e-6 * max(1.0, abs(optimum))
+
+
+def test_benchmark_reports_broken_file_and_solves_the_rest(tmp_path):
+    write_instances("setcover", None, 2, tmp_path, seed=0, n_rows=40, n_cols=80, density=0.1)
+    (tmp_path / "broken.lp").write_text("Minimize\n obj: x +\nSubject To\n garbage <=\n")
+    from milp.instances import list_instances
+
+    paths = list_instances(tmp_path)
+    rows = solve_benchmark(
+        paths, ["relpscost", "pscost"], [0, 1], SolverSettings(time_limit=30), SerialExecutor()
+    )
+    assert len(rows) == 3 * 2 * 2
+    broken = [r for r in rows if r["instance"] == "broken.lp"]
+    assert all(r["status"] == "error" and "broken.lp" in r["error"] for r in broken)
+    good = [r for r in rows if r["instance"] != "broken.lp"]
+    assert all(r["status"] == "optimal" and r["nodes"] >= 1 for r in good)
+    # Both rules agree on every optimum.
+    by = {(r["instance"], r["seed"], r["rule"]): r["objective"] for r in good}
+    for (inst, seed, _), obj in by.items():
+        assert obj == pytest.approx(by[(inst, seed, "relpscost")])
+    summary = summarise(rows)
+    assert [s["rule"] for s in summary] == ["relpscost", "pscost"]
+    assert all(s["solved"] == 4 and s["errors"] == 2 and s["runs"] == 6 for s in summary)
+    assert sum(s["wins"] for s in summary) == 4
+
+
+def test_shifted_geometric_mean_and_wins():
+    assert shifted_geometric_mean([1, 1, 1], 1.0) == pytest.approx(1.0)
+    assert shifted_geometric_mean([0, 8], 1.0) == pytest.approx(2.0)
+    assert math.isnan(shifted_geometric_mean([], 1.0))
+    rows = [
+        {"instance": "a", "seed": 0, "rule": "x", "status": "optimal", "time": 2.0,
+         "nodes": 5, "lp_iterations": 50},
+        {"instance": "a", "seed": 0, "rule": "y", "status": "optimal", "time": 1.0,
+         "nodes": 9, "lp_iterations": 90},
+        {"instance": "b", "seed": 0, "rule": "x", "status": "optimal", "time": 3.0,
+         "nodes": 5, "lp_iterations": 50},
+        {"instance": "b", "seed": 0, "rule": "y", "status": "timelimit", "time": 1.0,
+         "nodes": 9, "lp_iterations": 90},
+    ]  # fmt: skip
+    s = {r["rule"]: r for r in summarise(rows)}
+    assert s["x"]["wins"] == 1 and s["y"]["wins"] == 1
+    assert s["x"]["solved"] == 2 and s["y"]["solved"] == 1
+    assert s["y"]["time_sgm"] == pytest.approx(1.0)
+
+
+def test_unknown_rule_and_checkpoint_rule_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown branching rule 'bestrule'"):
+        scip_rule_name("bestrule")
+    assert scip_rule_name("fsb") == "fullstrong"
+    with pytest.raises(ValueError, match="checkpoint"):
+        solve_benchmark(["x.lp"], ["model.pt"], [0], SolverSettings(), SerialExecutor())
+
+
+def test_cli_generate_and_solve(tmp_path, capsys):
+    from experiments.milp_cli import add_subcommands
+
+    parser = argparse.ArgumentParser(prog="sparserl")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    inst = tmp_path / "inst"
+    args = parser.parse_args(
+        ["milp", "generate", "--problem", "indset", "--size", "default", "--n", "2",
+         "--out", str(inst), "--seed", "4"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    # 2 default-size (500-node) instances would be slow: regenerate small ones in place.
+    for p in inst.iterdir():
+        p.unlink()
+    write_instances("indset", None, 2, inst, n_nodes=40)
+    out = tmp_path / "bench"
+    args = parser.parse_args(
+        ["milp", "solve", "--brancher", "relpscost", "random", "--instances", str(inst),
+         "--seeds", "0", "1", "--time-limit", "30", "--out", str(out), "--executor", "serial"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "| relpscost | 4/4 |" in printed and "| random | 4/4 |" in printed
+    for name in ("results.csv", "summary.csv", "summary.md", "plot.png"):
+        assert (out / name).stat().st_size > 0
+    with open(out / "results.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 8
+    with pytest.raises(FileExistsError, match="not empty"):
+        args.func(args)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qd.metrics import CoverageGrid, RewardAreaTracker
+
+
+def test_coverage_matches_histogram2d():
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-0.1, 1.1, (5000, 2))
+    pts[:3] = [[1.0, 1.0], [0.0, 0.0], [1.0, 0.5]]  # the closed upper edge counts
+    grid = CoverageGrid(np.zeros(2), np.ones(2), bins=50)
+    grid.add(pts[:2500])
+    grid.add(pts[2500:])
+    hist, _, _ = np.histogram2d(pts[:, 0], pts[:, 1], bins=50, range=[[0, 1], [0, 1]])
+    np.testing.assert_array_equal(grid.counts, hist.astype(np.int64))
+    assert grid.coverage == np.count_nonzero(hist) / 2500
+
+
+def test_coverage_limits_validated():
+    with pytest.raises(ValueError, match="low < high"):
+        CoverageGrid(np.array([0.0, 1.0]), np.array([1.0, 1.0]))
+    with pytest.raises(ValueError, match="finite"):
+        CoverageGrid(np.array([0.0, -np.inf]), np.array([1.0, 1.0]))
+
+
+def test_uniformity_bounds():
+    grid = CoverageGrid(np.zeros(2), np.ones(2), bins=4)
+    centres = (np.stack(np.meshgrid(np.arange(4), np.arange(4)), -1).reshape(-1, 2) + 0.5) / 4
+    grid.add(centres)
+    assert grid.uniformity() == pytest.approx(1.0)
+    single = CoverageGrid(np.zeros(2), np.ones(2), bins=4)
+    single.add(np.full((10, 2), 0.1))
+    assert single.uniformity() < 0.5
+
+
+def test_reward_tracker_best_and_first_hit():
+    t = RewardAreaTracker(2)
+    t.add(np.array([0.0, 0.3, 0.2]), np.array([-1, 1, 1]), first_eval=100)
+    t.add(np.array([0.5, 0.1]), np.array([1, 0]), first_eval=103)
+    assert t.best.tolist() == [0.1, 0.5]
+    assert t.first_hit.tolist() == [104, 101]
+    with pytest.raises(ValueError, match="reward area 3"):
+        t.add(np.array([1.0]), np.array([3]), first_eval=0)

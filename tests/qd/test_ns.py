@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.config import ConfigError, from_dict
+from experiments.executor import SerialExecutor
+from qd.ns import NoveltySearch, NoveltySearchConfig, mutate
+
+
+def small_config(**ns) -> NoveltySearchConfig:
+    data = {
+        "budget": 300,
+        "env": {"id": "sparserl/HardMaze-v0"},
+        "ns": {"pop_size": 20, "genomes_per_item": 7, **ns},
+    }
+    return from_dict(NoveltySearchConfig, data, "test")
+
+
+def run(config, executor=None):
+    ns = NoveltySearch(config)
+    executor = executor or SerialExecutor()
+    rows = []
+    while not ns.done:
+        rows.append(ns.iterate(executor))
+    return ns, rows
+
+
+def test_generation_bookkeeping():
+    ns, rows = run(small_config())
+    # initial population 20, then generations of 40 offspring until >= 300 evaluations
+    assert [r["generation"] for r in rows] == list(range(len(rows)))
+    assert ns.evaluations == 20 + 40 * (len(rows) - 1) and ns.evaluations >= 300
+    assert len(ns.archive) == 5 * (len(rows) - 1)
+    assert ns.archive["genome"].shape == (len(ns.archive), 63)
+    assert len(ns.population["genome"]) == 20
+    assert np.all(np.abs(ns.archive["genome"]) <= 5.0)
+    # the coverage grid counted every evaluation that landed inside the maze
+    assert ns.coverage.counts.sum() == ns.evaluations
+
+
+def test_population_is_most_novel():
+    config = small_config(archive_selection="best")
+    ns, _ = run(config)
+    pool = ns.population["descriptor"]
+    assert np.all(np.isfinite(pool))
+    # the best-by-novelty archive selection picks distinct offspring
+    assert len(np.unique(ns.archive["genome"], axis=0)) == len(ns.archive)
+
+
+def test_same_seed_same_archive_and_different_seed_differs():
+    a, _ = run(small_config())
+    b, _ = run(small_config())
+    np.testing.assert_array_equal(a.archive["genome"], b.archive["genome"])
+    c, _ = run(from_dict(NoveltySearchConfig, {"seed": 1, "budget": 300, "ns": {"pop_size": 20}}))
+    assert not np.array_equal(a.archive["genome"], c.archive["genome"])
+
+
+def test_mutation_statistics():
+    rng = np.random.default_rng(0)
+    parents = np.zeros((2000, 63))
+    children = mutate(parents, 0.05, 5.0, rng)
+    assert abs(children.std() - 0.05) < 0.002
+    assert np.all(mutate(np.full((3, 4), 4.99), 1.0, 5.0, rng) <= 5.0)
+
+
+def test_pluggable_gymnasium_env():
+    """Any Gymnasium env: sizes from the spaces, final (position, velocity) as descriptor."""
+    config = from_dict(
+        NoveltySearchConfig,
+        {
+            "budget": 30,
+            "env": {
+                "id": "MountainCarContinuous-v0",
+                "descriptor": "final_observation",
+                "max_steps": 100,
+            },
+            "ns": {"pop_size": 10, "offspring_per_parent": 2},
+        },
+    )
+    ns, rows = run(config)
+    assert ns.genome_size == 2 * 5 + 1 + 5 * 5 + 1 + 5 * 1 + 1
+    d = ns.archive["descriptor"]
+    assert d.shape[1] == 2
+    assert np.all(d[:, 0] >= -1.2) and np.all(d[:, 0] <= 0.6)
+    assert 0 < rows[-1]["coverage"] <= 1
+
+
+def test_custom_descriptor_function():
+    config = from_dict(
+        NoveltySearchConfig,
+        {
+            "budget": 10,
+            "env": {
+                "id": "MountainCarContinuous-v0",
+                "max_steps": 20,
+                "descriptor": "tests.qd.descriptors:mean_position",
+                "descriptor_low": [-1.2],
+                "descriptor_high": [0.6],
+            },
+            "ns": {"pop_size": 10},
+        },
+    )
+    ns, _ = run(config)
+    assert ns.population["descriptor"].shape == (10, 1)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"id": "sparserl/NoSuchEnv-v0"}, "unknown environment id 'sparserl/NoSuchEnv-v0'"),
+        ({"id": "MountainCarContinuous-v0", "descriptor": "nowhere:fn"}, "descriptor 'nowhere:fn'"),
+    ],
+)
+def test_bad_environment_errors(env, message):
+    with pytest.raises(ValueError, match=message):
+        NoveltySearch(from_dict(NoveltySearchConfig, {"env": env}))
+
+
+def test_config_cross_checks():
+    with pytest.raises(ConfigError, match="archive_add cannot exceed"):
+        from_dict(NoveltySearchConfig, {"ns": {"pop_size": 2, "archive_add": 5}})
