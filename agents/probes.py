@@ -1,0 +1,340 @@
+"""Linear probes and representation sparsity for frozen frame encoders.
+
+    python -m agents.probes DATA_DIR --encoder "TOV-VICReg ViT=runs/a/encoder.pt" \
+        --encoder "VICReg ViT=runs/b/encoder.pt" --random-like runs/a/encoder.pt --out DIR
+
+Two probes on the same frozen features (the encoder's output for the 3-frame stack
+[t, t+3), the target read at its last frame t+2):
+
+- action probe (world_models.md §2.8): predict the label policy's action; linear layer, SGD
+  lr 1e-3 momentum 0.9, batch 512, weighted F1 on held-out frames. Needs a collection made with
+  a label policy (``labels`` >= 0); skipped otherwise.
+- state-variable probes in the style of AtariARI (Anand et al. 2019): predict each annotated RAM
+  byte (256 classes) with a linear layer, Adam lr 5e-4, batch 64; weighted F1 per variable,
+  averaged per game. The address tables below are AtariARI's (`ram_annotations.py`), restricted
+  to the single-byte variables of the paper's ten games that AtariARI covers.
+
+Held-out frames are whole shards: the last shards of each game (other episodes) are the test
+set, the earlier ones the training set, each subsampled to its size with the seed.
+
+Sparsity, per layer (ViT: the CLS token after each block; CNN: each ReLU output), on the test
+frames: the fraction of near-zero units (|a| < 0.1 * rms(a) within the sample's vector) and the
+Hoyer measure (sqrt(n) - |a|_1 / |a|_2) / (sqrt(n) - 1), 0 for a flat vector, 1 for one-hot;
+both averaged over samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.frames import FrameDataset
+
+# AtariARI RAM addresses (single bytes) for the paper's games that AtariARI annotates.
+RAM_VARIABLES: dict[str, dict[str, int]] = {
+    "Breakout": {"ball_x": 99, "ball_y": 101, "player_x": 72, "blocks_hit_count": 77, "score": 84},
+    "Freeway": {"player_y": 14, "score": 103},
+    "Frostbite": {
+        "top_row_iceflow_x": 34,
+        "second_row_iceflow_x": 33,
+        "third_row_iceflow_x": 32,
+        "fourth_row_iceflow_x": 31,
+        "enemy_bear_x": 104,
+        "num_lives": 76,
+        "igloo_blocks_count": 77,
+        "player_x": 102,
+        "player_y": 100,
+        "player_direction": 4,
+    },
+    "MsPacman": {
+        "enemy_sue_x": 6,
+        "enemy_inky_x": 7,
+        "enemy_pinky_x": 8,
+        "enemy_blinky_x": 9,
+        "enemy_sue_y": 12,
+        "enemy_inky_y": 13,
+        "enemy_pinky_y": 14,
+        "enemy_blinky_y": 15,
+        "player_x": 10,
+        "player_y": 16,
+        "fruit_x": 11,
+        "fruit_y": 17,
+        "ghosts_count": 19,
+        "player_direction": 56,
+        "dots_eaten_count": 119,
+        "player_score": 120,
+        "num_lives": 123,
+    },
+    "Pong": {
+        "player_y": 51,
+        "player_x": 46,
+        "enemy_y": 50,
+        "enemy_x": 45,
+        "ball_x": 49,
+        "ball_y": 54,
+        "enemy_score": 13,
+        "player_score": 14,
+    },
+}
+
+NEAR_ZERO = 0.1
+
+
+def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """F1 per class, averaged with the classes' support in ``y_true`` as weights (sklearn's
+    ``average="weighted"``: classes only predicted get weight 0)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1 or len(y_true) == 0:
+        raise ValueError(f"weighted_f1 needs two equal 1-D label arrays, got {y_true.shape}")
+    classes, support = np.unique(y_true, return_counts=True)
+    f1 = np.empty(len(classes))
+    for i, c in enumerate(classes):
+        tp = np.sum((y_true == c) & (y_pred == c))
+        fp = np.sum((y_true != c) & (y_pred == c))
+        fn = support[i] - tp
+        f1[i] = 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+    return float(np.sum(f1 * support) / support.sum())
+
+
+@torch.no_grad()
+def encode(
+    encoder: nn.Module,
+    stacks: np.ndarray,
+    batch: int = 256,
+    device: str | torch.device = "cpu",
+    layers: bool = False,
+) -> np.ndarray | list[np.ndarray]:
+    """Features of uint8 (N, 3, 84, 84) stacks (or, with ``layers``, each layer's outputs)."""
+    encoder = encoder.to(device).eval()
+    outs: list = []
+    for s in range(0, len(stacks), batch):
+        x = torch.from_numpy(np.ascontiguousarray(stacks[s : s + batch])).to(device).float()
+        x = x / 255.0
+        y = encoder.layer_outputs(x) if layers else [encoder(x)]
+        outs.append([t.float().cpu().numpy() for t in y])
+    joined = [np.concatenate(parts) for parts in zip(*outs, strict=True)]
+    return joined if layers else joined[0]
+
+
+def sparsity(activations: np.ndarray) -> tuple[float, float]:
+    """(near-zero fraction, Hoyer measure) of (N, n) activations, averaged over the N vectors."""
+    a = np.abs(np.asarray(activations, dtype=np.float64))
+    n = a.shape[1]
+    if n < 2:
+        raise ValueError("sparsity needs vectors of at least 2 units")
+    l1 = a.sum(axis=1)
+    l2 = np.sqrt((a**2).sum(axis=1))
+    rms = l2 / np.sqrt(n)
+    near = (a < NEAR_ZERO * rms[:, None]).mean(axis=1)
+    ratio = np.divide(l1, l2, out=np.full_like(l1, np.sqrt(n)), where=l2 > 0)
+    hoyer = (np.sqrt(n) - ratio) / (np.sqrt(n) - 1)
+    return float(near.mean()), float(hoyer.mean())
+
+
+def train_linear_probe(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    n_classes: int,
+    *,
+    optimizer: str = "sgd",
+    lr: float = 1e-3,
+    batch: int = 512,
+    epochs: int = 100,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A linear classifier on frozen features; returns (weighted F1, accuracy) on the test set."""
+    gen = torch.Generator().manual_seed(seed)
+    xtr = torch.as_tensor(x_train, dtype=torch.float32)
+    ytr = torch.as_tensor(y_train, dtype=torch.long)
+    probe = nn.Linear(xtr.shape[1], n_classes)
+    with torch.no_grad():
+        bound = 1 / np.sqrt(xtr.shape[1])
+        probe.weight.uniform_(-bound, bound, generator=gen)
+        probe.bias.uniform_(-bound, bound, generator=gen)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(probe.parameters(), lr=lr, momentum=0.9)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(probe.parameters(), lr=lr, eps=1e-5)
+    else:
+        raise ValueError(f"probe optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(epochs):
+        order = torch.randperm(len(xtr), generator=gen)
+        for s in range(0, len(xtr), batch):
+            idx = order[s : s + batch]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(probe(xtr[idx]), ytr[idx]).backward()
+            opt.step()
+    with torch.no_grad():
+        pred = probe(torch.as_tensor(x_test, dtype=torch.float32)).argmax(dim=1).numpy()
+    y_test = np.asarray(y_test)
+    return weighted_f1(y_test, pred), float(np.mean(pred == y_test))
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    n_train: int = 20_000
+    n_test: int = 5_000
+    test_fraction: float = 0.2  # share of each game's shards (at least one) held out
+    action_epochs: int = 100
+    ram_epochs: int = 30
+    seed: int = 0
+    device: str = "cpu"
+
+
+def split(ds: FrameDataset, game: str, s: ProbeSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Train / test stack starts of ``game``: the last shards are held out."""
+    shard_ids = [k for k, e in enumerate(ds.shards) if e["game"] == game]
+    if len(shard_ids) < 2:
+        raise ValueError(
+            f"{game}: probes need at least 2 shards (one held out), got {len(shard_ids)}"
+        )
+    n_test_shards = max(1, round(s.test_fraction * len(shard_ids)))
+    test_ids = shard_ids[-n_test_shards:]
+    starts = ds.stack_starts
+    shard_of = np.searchsorted(ds.offsets, starts, side="right") - 1
+    rng = np.random.default_rng([s.seed, len(shard_ids)])
+    in_game = np.isin(shard_of, shard_ids)
+    test = starts[in_game & np.isin(shard_of, test_ids)]
+    train = starts[in_game & ~np.isin(shard_of, test_ids)]
+    pick = lambda a, n: np.sort(rng.choice(a, min(n, len(a)), replace=False))  # noqa: E731
+    return pick(train, s.n_train), pick(test, s.n_test)
+
+
+def run_probes(
+    ds: FrameDataset, encoders: dict[str, nn.Module], s: ProbeSettings
+) -> tuple[list[dict], list[dict]]:
+    """Probe rows (encoder, game, probe, variable, f1, accuracy) and sparsity rows (encoder,
+    game, layer, near_zero, hoyer)."""
+    probe_rows, sparsity_rows = [], []
+    for game in ds.games:
+        train, test = split(ds, game, s)
+        last_tr, last_te = train + 2, test + 2  # targets at the stack's newest frame
+        labels_tr, labels_te = ds.gather("labels", last_tr), ds.gather("labels", last_te)
+        ram_tr, ram_te = ds.gather("ram", last_tr), ds.gather("ram", last_te)
+        x_tr, x_te = ds.stacks(train), ds.stacks(test)
+        n_actions = int(next(e for e in ds.shards if e["game"] == game).get("n_actions", 18))
+        for name, encoder in encoders.items():
+            f_tr = encode(encoder, x_tr, device=s.device)
+            f_te = encode(encoder, x_te, device=s.device)
+            if np.all(labels_tr >= 0) and np.all(labels_te >= 0):
+                f1, acc = train_linear_probe(
+                    f_tr, labels_tr, f_te, labels_te, n_actions, epochs=s.action_epochs, seed=s.seed
+                )
+                probe_rows.append(
+                    dict(
+                        encoder=name,
+                        game=game,
+                        probe="action",
+                        variable="action",
+                        f1=f1,
+                        accuracy=acc,
+                    )
+                )
+            for var, address in RAM_VARIABLES.get(game, {}).items():
+                f1, acc = train_linear_probe(
+                    f_tr,
+                    ram_tr[:, address],
+                    f_te,
+                    ram_te[:, address],
+                    256,
+                    optimizer="adam",
+                    lr=5e-4,
+                    batch=64,
+                    epochs=s.ram_epochs,
+                    seed=s.seed,
+                )
+                probe_rows.append(
+                    dict(encoder=name, game=game, probe="ram", variable=var, f1=f1, accuracy=acc)
+                )
+            for layer, acts in enumerate(encode(encoder, x_te, device=s.device, layers=True)):
+                near, hoyer = sparsity(acts)
+                sparsity_rows.append(
+                    dict(encoder=name, game=game, layer=layer + 1, near_zero=near, hoyer=hoyer)
+                )
+    return probe_rows, sparsity_rows
+
+
+def summarise(probe_rows: list[dict]) -> list[dict]:
+    """Mean F1 per (encoder, probe) over games (RAM: mean over a game's variables first)."""
+    per_game: dict[tuple[str, str, str], list[float]] = {}
+    for r in probe_rows:
+        per_game.setdefault((r["encoder"], r["probe"], r["game"]), []).append(r["f1"])
+    per_probe: dict[tuple[str, str], list[float]] = {}
+    for (enc, probe, _), f1s in per_game.items():
+        per_probe.setdefault((enc, probe), []).append(float(np.mean(f1s)))
+    return [
+        dict(encoder=enc, probe=probe, games=len(v), mean_f1=float(np.mean(v)))
+        for (enc, probe), v in per_probe.items()
+    ]
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    from agents.vit import EncoderSpec, build_encoder, load_encoder
+
+    p = argparse.ArgumentParser(prog="python -m agents.probes", description=__doc__.split("\n")[0])
+    p.add_argument("data_dir", help="a frame collection (manifest.json + shards)")
+    p.add_argument("--encoder", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--random-like", metavar="PATH", help="add a random ViT with this file's spec")
+    p.add_argument("--no-random-cnn", action="store_true", help="leave out the random Nature CNN")
+    p.add_argument("--games", nargs="*", default=None)
+    p.add_argument("--n-train", type=int, default=ProbeSettings.n_train)
+    p.add_argument("--n-test", type=int, default=ProbeSettings.n_test)
+    p.add_argument("--action-epochs", type=int, default=ProbeSettings.action_epochs)
+    p.add_argument("--ram-epochs", type=int, default=ProbeSettings.ram_epochs)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", required=True, help="folder for probes.csv, sparsity.csv and plots")
+    args = p.parse_args(argv)
+
+    encoders: dict[str, nn.Module] = {}
+    for item in args.encoder:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            p.error(f"--encoder {item!r}: expected NAME=PATH")
+        encoders[name] = load_encoder(path)[0]
+    if args.random_like:
+        spec = EncoderSpec(**load_encoder(args.random_like)[1]["spec"])
+        encoders["random ViT"] = build_encoder(spec, generator_seed=args.seed)
+    if not args.no_random_cnn:
+        encoders["random Nature CNN"] = build_encoder(EncoderSpec(kind="nature_cnn"), args.seed)
+    settings = ProbeSettings(
+        args.n_train, args.n_test, 0.2, args.action_epochs, args.ram_epochs, args.seed, args.device
+    )
+    ds = FrameDataset(args.data_dir, tuple(args.games) if args.games else None)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    probe_rows, sparsity_rows = run_probes(ds, encoders, settings)
+    write_csv(probe_rows, out / "probes.csv")
+    write_csv(sparsity_rows, out / "sparsity.csv")
+    summary = summarise(probe_rows)
+    write_csv(summary, out / "probe_summary.csv")
+    for r in summary:
+        print(
+            f"{r['encoder']:<24} {r['probe']:<7} games {r['games']}  mean weighted F1 "
+            f"{r['mean_f1']:.4f}"
+        )
+    from agents.tov_plots import plot_probes, plot_sparsity
+
+    for path in (plot_probes(probe_rows, out), plot_sparsity(sparsity_rows, out)):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

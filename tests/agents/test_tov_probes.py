@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.frames import FrameDataset, write_manifest, write_shard
+from agents.probes import (
+    RAM_VARIABLES,
+    ProbeSettings,
+    main,
+    run_probes,
+    sparsity,
+    split,
+    summarise,
+    train_linear_probe,
+    weighted_f1,
+)
+from agents.tov_plots import plot_attention, plot_loss_curves, plot_probes, plot_sparsity
+from agents.vit import EncoderSpec, build_encoder, save_encoder
+
+
+def test_weighted_f1_by_hand():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([0, 0, 1, 1, 2, 2])
+    # class 0: tp 2, fp 0, fn 1 -> 0.8; class 1: tp 1, fp 1, fn 1 -> 0.5; class 2: tp 1, fp 1,
+    # fn 0 -> 2/3; weights 3, 2, 1
+    assert weighted_f1(y, p) == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 2 / 3) / 6)
+    assert weighted_f1(y, y) == 1.0
+    assert weighted_f1(np.array([1, 1]), np.array([3, 3])) == 0.0
+    with pytest.raises(ValueError):
+        weighted_f1(y, p[:3])
+
+
+def test_weighted_f1_matches_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 7, 300), rng.integers(0, 9, 300)
+    assert weighted_f1(y, p) == pytest.approx(metrics.f1_score(y, p, average="weighted"))
+
+
+def test_sparsity_extremes():
+    one_hot = np.eye(8)
+    assert sparsity(one_hot) == (pytest.approx(7 / 8), pytest.approx(1.0))
+    flat = np.ones((3, 8)) * -2.0
+    assert sparsity(flat) == (0.0, pytest.approx(0.0))
+    mixed = np.array([[1.0, 1.0, 0.0, 0.0]])
+    near, hoyer = sparsity(mixed)
+    assert near == 0.5 and hoyer == pytest.approx((2 - np.sqrt(2)) / 1)
+
+
+def test_linear_probe_separates_separable_classes():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (4, 16))
+    y = rng.integers(0, 4, 600)
+    x = centres[y] + rng.normal(0, 0.3, (600, 16))
+    f1, acc = train_linear_probe(x[:500], y[:500], x[500:], y[500:], 4, epochs=20, lr=0.05)
+    assert f1 > 0.95 and acc > 0.95
+    with pytest.raises(ValueError, match="'sgd' or 'adam'"):
+        train_linear_probe(x, y, x, y, 4, optimizer="lbfgs", epochs=1)
+
+
+def synthetic(root, labelled: bool):
+    rng = np.random.default_rng(1)
+    entries = []
+    for game in ("Pong", "Breakout"):
+        for k in range(3):
+            n = 40
+            frames = rng.integers(0, 256, (n, 84, 84), dtype=np.uint8)
+            ram = rng.integers(0, 4, (n, 128), dtype=np.uint8)
+            arrays = {
+                "frames": frames,
+                "actions": np.zeros(n, np.int16),
+                "labels": (rng.integers(0, 3, n) if labelled else np.full(n, -1)).astype(np.int16),
+                "rewards": np.zeros(n, np.float32),
+                "episode": np.repeat(np.arange(2, dtype=np.int32), n // 2),
+                "ram": ram,
+            }
+            entry = write_shard(root / f"{game}-{k}.npz", arrays)
+            entries.append({**entry, "game": game, "n_actions": 3})
+    write_manifest(root, entries)
+    return FrameDataset(root)
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_run_probes_rows_and_plots(tmp_path, labelled):
+    ds = synthetic(tmp_path, labelled)
+    settings = ProbeSettings(n_train=30, n_test=20, action_epochs=2, ram_epochs=1)
+    train, test = split(ds, "Pong", settings)
+    assert len(train) == 30 and len(test) == 20
+    assert test.min() >= ds.offsets[2]  # the last Pong shard (index 2) is held out
+    encoders = {
+        "tiny ViT": build_encoder(EncoderSpec(depth=2, embed_dim=24, num_heads=2), 0),
+        "random Nature CNN": build_encoder(EncoderSpec(kind="nature_cnn"), 0),
+    }
+    probes, sparse = run_probes(ds, encoders, settings)
+    n_ram = len(RAM_VARIABLES["Pong"]) + len(RAM_VARIABLES["Breakout"])
+    n_action = 2 if labelled else 0
+    assert len(probes) == 2 * (n_ram + n_action)
+    assert all(0.0 <= r["f1"] <= 1.0 for r in probes)
+    assert {r["layer"] for r in sparse if r["encoder"] == "tiny ViT"} == {1, 2}
+    assert {r["layer"] for r in sparse if r["encoder"] == "random Nature CNN"} == {1, 2, 3, 4}
+    summary = summarise(probes)
+    assert {(r["encoder"], r["probe"]) for r in summary} >= {("tiny ViT", "ram")}
+    assert all(r["games"] == 2 for r in summary)
+    paths = [plot_probes(probes, tmp_path), plot_sparsity(sparse, tmp_path)]
+    paths.append(plot_attention(encoders["tiny ViT"], ds.stacks(test[:3]), tmp_path / "plots"))
+    metrics = {k: np.linspace(1, 2, 5) for k in ("epoch", "loss", "inv", "var", "cov", "r_std")}
+    metrics["lr"] = np.linspace(0, 1, 5)
+    paths.append(plot_loss_curves(metrics, tmp_path / "plots"))
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in paths)
+
+
+def test_probe_command_line(tmp_path, capsys):
+    synthetic(tmp_path / "data", labelled=True)
+    path = save_encoder(
+        tmp_path / "enc.pt", build_encoder(EncoderSpec(depth=1, embed_dim=24, num_heads=2), 0)
+    )
+    main(
+        [
+            str(tmp_path / "data"),
+            "--encoder",
+            f"TOV-VICReg ViT={path}",
+            "--random-like",
+            str(path),
+            "--no-random-cnn",
+            "--n-train",
+            "20",
+            "--n-test",
+            "10",
+            "--action-epochs",
+            "1",
+            "--ram-epochs",
+            "1",
+            "--games",
+            "Pong",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "TOV-VICReg ViT" in printed and "random ViT" in printed
+    for name in ("probes.csv", "sparsity.csv", "probe_summary.csv", "plots/probes.png"):
+        assert (tmp_path / "out" / name).is_file()
