@@ -7,12 +7,20 @@ environment itself ends and pays its reward.
 
 from __future__ import annotations
 
+import importlib.util
+
 from gymnasium.envs.registration import register, registry
 
 # id -> (entry point, max_episode_steps)
 _ENVIRONMENTS = {
     "sparserl/HardMaze-v0": ("envs.hardmaze:HardMaze", 2000),
+    "sparserl/Curling-v0": ("envs.curling:Curling", 500),
+    # The registry's 100-step cap against the arm's own 250-step horizon: qd.md quirk 4.
+    "sparserl/RedundantArm-v0": ("envs.redundant_arm:RedundantArm", 100),
 }
+# The Box2D reference of Curling, when the `envs` extra (gymnasium[box2d]) is installed.
+if importlib.util.find_spec("Box2D") is not None:
+    _ENVIRONMENTS["sparserl/CurlingBox2D-v0"] = ("envs.curling:CurlingBox2D", 500)
 
 
 def _register_all() -> None:

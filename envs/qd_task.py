@@ -71,8 +71,36 @@ def _hardmaze_fast_path() -> FastPath:
     )
 
 
+def _curling_fast_path() -> FastPath:
+    from envs import curling
+
+    return FastPath(
+        evaluate=curling.evaluate_batch,
+        gt_low=curling.GT_LOW,
+        gt_high=curling.GT_HIGH,
+        reward_areas=curling.REWARD_AREAS,
+        background=curling.descriptor_background,
+        y_down=False,
+    )
+
+
+def _redundant_arm_fast_path() -> FastPath:
+    from envs import redundant_arm
+
+    return FastPath(
+        evaluate=redundant_arm.evaluate_batch,
+        gt_low=redundant_arm.GT_LOW,
+        gt_high=redundant_arm.GT_HIGH,
+        reward_areas=redundant_arm.REWARD_AREAS,
+        background=redundant_arm.render_arena,
+        y_down=True,
+    )
+
+
 FAST_PATHS: dict[str, Callable[[], FastPath]] = {
     "sparserl/HardMaze-v0": _hardmaze_fast_path,
+    "sparserl/Curling-v0": _curling_fast_path,
+    "sparserl/RedundantArm-v0": _redundant_arm_fast_path,
 }
 
 BUILTIN_DESCRIPTORS = ("default", "final_observation")
@@ -177,6 +205,8 @@ class QDTask:
                 bias_per_neuron=controller.bias_per_neuron,
                 action_scale=controller.action_scale,
                 max_steps=self.max_steps,
+                # Environment options (e.g. the arm's horizon) apply to the compiled path too.
+                **dict(self.key.env_kwargs),
             )
             result = {
                 "descriptor": out["descriptor"],

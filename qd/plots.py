@@ -48,7 +48,7 @@ def _decorate(ax: Any, task: QDTask) -> None:
     ax.set_ylim((hi[1], lo[1]) if fast is not None and fast.y_down else (lo[1], hi[1]))
     for i, (centre, radius) in enumerate(task.reward_areas):
         ax.add_patch(Circle(centre[:2], radius, fill=False, ec="red", lw=1.5, zorder=3))
-        ax.annotate(f"area {i}", centre[:2], color="red", ha="center", va="center", zorder=3)
+        ax.annotate(f"area {i}", centre[:2], color="black", ha="center", va="center", zorder=3)
     ax.set_aspect("equal")
     ax.set_xlabel("descriptor 0")
     ax.set_ylabel("descriptor 1")
