@@ -159,7 +159,8 @@ class NoveltySearch:
         }
 
     # -- one generation ---------------------------------------------------------------------
-    def _evaluate(self, genomes: np.ndarray, executor) -> dict[str, np.ndarray]:
+    def _rollouts(self, genomes: np.ndarray, executor) -> dict[str, np.ndarray]:
+        """Roll out ``genomes`` through the executor (no bookkeeping); adds a ``genome`` column."""
         per = self.config.ns.genomes_per_item
         starts = range(0, len(genomes), per)
         if self.config.env.seeding == "fixed":
@@ -173,6 +174,10 @@ class NoveltySearch:
         parts = executor.map(evaluate_item, items)
         out = {k: np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in parts[0]}
         out["genome"] = genomes
+        return out
+
+    def _evaluate(self, genomes: np.ndarray, executor) -> dict[str, np.ndarray]:
+        out = self._rollouts(genomes, executor)
         # Coverage and rewards count every individual the exploration evaluates (qd.md §6).
         self.coverage.add(out["gt"])
         self.rewards.add(out["reward"], out["reward_area"], self.evaluations)
@@ -192,8 +197,12 @@ class NoveltySearch:
         offspring = self._evaluate(offspring_genomes, executor)
         self.generation += 1
         pool = {k: np.concatenate([self.population[k], offspring[k]]) for k in offspring}
+        self._offspring_evaluated(pool, len(parents))
         novelty = self.archive.index.novelty(
-            pool["descriptor"], transient=pool["descriptor"], k=ns.k, skip_nearest=ns.skip_nearest
+            pool["descriptor"],
+            transient=self.reference_transient(pool["descriptor"]),
+            k=ns.k,
+            skip_nearest=ns.skip_nearest,
         )
         self.last_novelty = float(novelty.mean())
         n_par = len(parents)
@@ -212,6 +221,17 @@ class NoveltySearch:
             )
         keep = np.argsort(-novelty, kind="stable")[: ns.pop_size]
         self.population = {k: v[keep] for k, v in pool.items()}
+
+    # -- extension points (SERENE, qd/serene.py) ---------------------------------------------
+    def _offspring_evaluated(self, pool: dict[str, np.ndarray], n_parents: int) -> None:
+        """Called once the generation's offspring are evaluated, before novelty (``pool`` =
+        parents then offspring). Novelty search has nothing to do here; SERENE starts its
+        emitter candidates from it."""
+
+    def reference_transient(self, pool_descriptors: np.ndarray) -> np.ndarray:
+        """The reference points besides the archive: population + offspring (qd.md §1.3);
+        SERENE adds its reward archive."""
+        return pool_descriptors
 
     # -- checkpoints and plots --------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -1,0 +1,117 @@
+"""Side-by-side comparison of runs: one metric, mean and spread over seeds (`sparserl compare`).
+
+Runs are grouped by what they are: the ``algorithm`` and ``env.id`` of their ``config.toml``,
+so the seeds of NS and of SERENE on the same environment form two groups. Each run's curve
+(``metrics.csv``: ``step`` against the metric) is a step function (a figure holds from the row
+that reports it until the next), read on a common grid of 200 points from 0 to the smallest
+final ``step`` of the group's runs; the plot shows the mean and a band of +- one standard
+deviation (population std over the seeds). ``compare`` also returns the final figures per group
+through `summarise`, which prints as a table.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from qd.plots import read_metrics  # noqa: E402
+
+GRID_POINTS = 200
+
+
+@dataclass(frozen=True)
+class RunCurve:
+    run_dir: Path
+    label: str
+    seed: int
+    step: np.ndarray
+    value: np.ndarray
+
+
+def load_curve(run_dir: str | Path, metric: str) -> RunCurve:
+    """One run's curve of ``metric``; errors name the run folder."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.toml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.toml)")
+    with config_path.open("rb") as fh:
+        config = tomllib.load(fh)
+    metrics = read_metrics(run_dir)
+    if not metrics:
+        raise ValueError(f"{run_dir}: no metrics rows yet (metrics.csv missing or empty)")
+    if metric not in metrics:
+        known = ", ".join(k for k in metrics if k not in ("step", "wall_time"))
+        raise ValueError(f"{run_dir}: no metric {metric!r} in metrics.csv (known: {known})")
+    env = config.get("env", {}).get("id", "")
+    label = f"{config.get('algorithm', '?')} {env}".strip()
+    return RunCurve(run_dir, label, int(config.get("seed", 0)), metrics["step"], metrics[metric])
+
+
+def on_grid(curve: RunCurve, grid: np.ndarray) -> np.ndarray:
+    """The step function of ``curve`` at ``grid`` (before the first row: the first value)."""
+    idx = np.searchsorted(curve.step, grid, side="right") - 1
+    return curve.value[np.clip(idx, 0, len(curve.value) - 1)]
+
+
+def group_curves(curves: list[RunCurve]) -> dict[str, list[RunCurve]]:
+    groups: dict[str, list[RunCurve]] = {}
+    for c in curves:
+        groups.setdefault(c.label, []).append(c)
+    return groups
+
+
+def summarise(curves: list[RunCurve]) -> dict[str, dict[str, float]]:
+    """Per group: number of runs, mean and std of the final value, and the seeds."""
+    out = {}
+    for label, runs in group_curves(curves).items():
+        finals = np.array([r.value[-1] for r in runs])
+        out[label] = {
+            "runs": len(runs),
+            "mean": float(finals.mean()),
+            "std": float(finals.std()),
+            "seeds": sorted(r.seed for r in runs),
+        }
+    return out
+
+
+def compare(run_dirs: list[str | Path], metric: str, out: str | Path) -> Path:
+    """Draw ``metric`` against evaluations for the runs, grouped, into the image ``out``."""
+    if not run_dirs:
+        raise ValueError("compare: give at least one run folder")
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ValueError(f"compare: output {out} must end in .png, .pdf or .svg")
+    curves = [load_curve(d, metric) for d in run_dirs]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, runs in group_curves(curves).items():
+        end = min(float(r.step[-1]) for r in runs)
+        grid = np.linspace(0.0, end, GRID_POINTS)
+        values = np.stack([on_grid(r, grid) for r in runs])
+        mean, std = values.mean(axis=0), values.std(axis=0)
+        (line,) = ax.plot(grid, mean, lw=1.5, label=f"{label} ({len(runs)} runs)")
+        if len(runs) > 1:
+            ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def format_summary(summary: dict[str, dict[str, float]], metric: str) -> str:
+    lines = [f"{metric} at the end of each run (mean ± std over seeds):"]
+    for label, s in summary.items():
+        lines.append(f"  {label}: {s['mean']:.4g} ± {s['std']:.2g} ({s['runs']} runs)")
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qd.compare import compare, format_summary, load_curve, on_grid, summarise
+
+
+def fake_run(root: Path, name: str, algorithm: str, seed: int, steps, coverage) -> Path:
+    run = root / name
+    run.mkdir()
+    (run / "config.toml").write_text(
+        f'algorithm = "{algorithm}"\nseed = {seed}\nbudget = 3000\n\n'
+        '[env]\nid = "sparserl/HardMaze-v0"\n'
+    )
+    with (run / "metrics.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "wall_time", "coverage"])
+        for s, c in zip(steps, coverage, strict=True):
+            w.writerow([s, 0.1, c])
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path) -> list[Path]:
+    return [
+        fake_run(tmp_path, "ns0", "ns", 0, [100, 1100, 2100, 3100], [0.1, 0.2, 0.3, 0.4]),
+        fake_run(tmp_path, "ns1", "ns", 1, [100, 1100, 2100, 3100], [0.1, 0.3, 0.5, 0.6]),
+        fake_run(tmp_path, "se0", "serene", 0, [1100, 2100, 3005], [0.2, 0.25, 0.3]),
+    ]
+
+
+def test_groups_and_summary(runs):
+    curves = [load_curve(r, "coverage") for r in runs]
+    summary = summarise(curves)
+    assert set(summary) == {"ns sparserl/HardMaze-v0", "serene sparserl/HardMaze-v0"}
+    ns = summary["ns sparserl/HardMaze-v0"]
+    assert ns["runs"] == 2 and ns["seeds"] == [0, 1]
+    assert ns["mean"] == pytest.approx(0.5) and ns["std"] == pytest.approx(0.1)
+    assert summary["serene sparserl/HardMaze-v0"]["std"] == 0.0
+    text = format_summary(summary, "coverage")
+    assert "ns sparserl/HardMaze-v0: 0.5 ± 0.1 (2 runs)" in text
+
+
+def test_step_function_on_grid(runs):
+    curve = load_curve(runs[0], "coverage")
+    grid = np.array([0, 100, 1099, 1100, 5000])
+    np.testing.assert_allclose(on_grid(curve, grid), [0.1, 0.1, 0.1, 0.2, 0.4])
+
+
+def test_compare_draws_a_png(runs, tmp_path):
+    out = compare(runs, "coverage", tmp_path / "out" / "coverage.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_input(runs, tmp_path):
+    with pytest.raises(ValueError, match=r"no metric 'qd_score' in metrics.csv \(known: coverage"):
+        compare(runs, "qd_score", tmp_path / "x.png")
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        compare([tmp_path], "coverage", tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"must end in \.png"):
+        compare(runs, "coverage", tmp_path / "x.txt")
+    with pytest.raises(ValueError, match="at least one run folder"):
+        compare([], "coverage", tmp_path / "x.png")
