@@ -16,6 +16,7 @@ from experiments.config import ConfigError, apply_overrides, from_dict, read_tom
 ALGORITHMS: dict[str, str] = {
     "ns": "qd.ns:NoveltySearch",
     "serene": "qd.serene:Serene",
+    "taxons": "qd.taxons:Taxons",
     "tovvicreg": "agents.pretrain:TOVVICRegPretraining",
 }
 

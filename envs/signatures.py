@@ -1,0 +1,61 @@
+"""Trajectory descriptors by the signature transform (STAX's ``sign_bd``, qd.md §4.7).
+
+The descriptor of a path x_0, ..., x_T (d channels, piecewise linear between samples) is its
+truncated signature without the constant level-0 term, levels 1..order concatenated, each level
+in iisignature's (and pysiglib's) word order: level 1 = (x_T - x_0)_i, level 2 = S^{ij} for
+i, j in row-major order, S^{ij} = integral of (x^i_t - x^i_0) dx^j_t. With ``time_channel`` a
+channel t_k = k / ``time_scale`` (STAX: linspace(0, len, n) / traj_max_len) is appended last,
+so d grows by one. Dimensions: d + d^2 + ... + d^order (2-D paths, order 2: 6; with time: 12).
+
+Computed by ``pysiglib`` (which matches iisignature exactly, packages.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["signature_descriptor", "signature_dim"]
+
+
+def signature_dim(channels: int, order: int = 2) -> int:
+    """Length of the descriptor of a ``channels``-channel path truncated at ``order``."""
+    return sum(channels**k for k in range(1, order + 1))
+
+
+def signature_descriptor(
+    paths: np.ndarray,
+    order: int = 2,
+    *,
+    time_channel: bool = False,
+    time_scale: float | None = None,
+) -> np.ndarray:
+    """Signatures of a batch of paths (n, T, d) (or one path (T, d)) -> (n, signature_dim).
+
+    ``time_scale`` divides the time channel's sample index (default: T - 1, so time runs over
+    [0, 1]); it is ignored without ``time_channel``."""
+    import pysiglib
+
+    x = np.asarray(paths, dtype=np.float64)
+    single = x.ndim == 2
+    if single:
+        x = x[None]
+    if x.ndim != 3 or x.shape[1] < 2 or x.shape[2] < 1:
+        raise ValueError(f"paths must have shape (n, T >= 2, d >= 1) or (T, d), got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("paths contain NaN or inf")
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise ValueError(f"signature order must be an integer >= 1, got {order!r}")
+    if time_channel:
+        scale = float(x.shape[1] - 1) if time_scale is None else float(time_scale)
+        if not np.isfinite(scale) or scale <= 0:
+            raise ValueError(f"time_scale must be finite and > 0, got {time_scale!r}")
+        t = np.broadcast_to(np.arange(x.shape[1]) / scale, x.shape[:2])[..., None]
+        x = np.concatenate([x, t], axis=2)
+    # pysiglib clones (and warns about) arrays that do not own their data.
+    owned = np.array(x, dtype=np.float64, order="C", copy=True)
+    sig = np.asarray(pysiglib.signature(owned, order), dtype=np.float64)
+    sig = sig.reshape(len(x), -1)
+    expected = signature_dim(x.shape[2], order)
+    if sig.shape[1] != expected:
+        raise AssertionError(f"pysiglib returned {sig.shape[1]} terms, expected {expected}")
+    return sig[0] if single else sig

@@ -1,0 +1,429 @@
+"""TAXONS: novelty and surprise in a behaviour space learned from final frames (qd.md §3).
+
+One generation (``iterate``), as the original ``RndQD.train`` (§3.1, §3.3):
+
+1. Every individual of the population (100) is rolled out (100 evaluations; the population is
+   mutated in place, so the whole population is re-evaluated every generation) and its final
+   state photographed (`envs.observations`, 64x64 RGB).
+2. The autoencoder (`qd.autoencoder`, TAXONS's ConvAE, latent 10) encodes the frames: the
+   latent is the behaviour descriptor, the reconstruction error the surprise.
+3. The generation's criterion: ``taxons`` uses novelty for the first ``warmup_generations``
+   (30) generations, then a fair coin per generation picks novelty or surprise; ``taxo-n`` and
+   ``nt`` always novelty; ``taxo-s`` always surprise. Novelty = mean latent distance to the
+   k = 15 nearest of (population minus self) and archive.
+4. The 5 best by the criterion enter the archive (unless an identical individual, one that
+   was not mutated since it entered, is already there) and copies of them replace the 5 worst;
+   then every individual, the 5 best and their copies included (quirk 13), is mutated with
+   probability 0.9 (a mutated individual gets a new identity).
+5. At the end of generations 30, 60, ... (``train_interval``; never for ``nt``, whose encoder
+   stays random) the autoencoder trains 5 epochs in minibatches of 128 over the frames
+   collected since the last training plus the archive's frames; then the archive's latents are
+   recomputed with the new encoder. A training that fails (non-finite loss) or collapses the
+   archive's latents to one point is undone (weights restored) and logged; the archive is
+   never touched before the new latents are known to be good.
+
+Controllers: the MLP of `kernels.mlp` (``controller`` table; TAXONS's HardMaze settings are
+per-neuron biases and outputs x5). Differences from the original, deliberate: the hidden
+activation is tanh(x/2) (``kernels.mlp``, shared by every environment) where TAXONS uses a
+sigmoid, and there is no ``action_len`` gene. Mutation: each gene with probability
+``gene_mutation_prob`` (TAXONS: 0.2) gets N(0, 0.05), then clip to [-5, 5]; initial genomes
+N(0, 1) clipped.
+
+Metrics, always in the ground-truth space (final (x, y) on a 50x50 grid): ``coverage`` counts
+every evaluated individual (SERENE's definition, qd.md §6), ``coverage_archive`` only the
+archive's (TAXONS's). Timing columns split each generation's wall time into rollouts,
+encoding, selection and autoencoder training (+ archive re-encoding).
+
+Budget unit: evaluations; the run stops after the generation that reaches it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from envs.observations import ObservationItem, observe_item
+from envs.qd_task import QDTask
+from kernels.knn import knn_novelty
+from qd.autoencoder import AutoEncoder
+from qd.metrics import CoverageGrid, RewardAreaTracker
+from qd.ns import ControllerConfig, EnvConfig
+
+__all__ = ["FrameArchive", "Taxons", "TaxonsConfig", "TaxonsParams", "latents_collapsed"]
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("taxons", "taxo-n", "taxo-s", "nt")
+NOVELTY, SURPRISE = 0, 1
+
+
+@dataclass(frozen=True)
+class TaxonsParams:
+    variant: Literal["taxons", "taxo-n", "taxo-s", "nt"] = "taxons"
+    pop_size: int = field(default=100, metadata={"ge": 2})
+    k: int = field(default=15, metadata={"ge": 1})
+    n_best: int = field(default=5, metadata={"ge": 1})
+    mutation_prob: float = field(default=0.9, metadata={"ge": 0.0, "le": 1.0})
+    gene_mutation_prob: float = field(default=0.2, metadata={"gt": 0.0, "le": 1.0})
+    mutation_sigma: float = field(default=0.05, metadata={"gt": 0.0})
+    genome_limit: float = field(default=5.0, metadata={"gt": 0.0})
+    warmup_generations: int = field(default=30, metadata={"ge": 0})
+    train_interval: int = field(default=30, metadata={"ge": 1})
+    train_epochs: int = field(default=5, metadata={"ge": 1})
+    batch_size: int = field(default=128, metadata={"ge": 1})
+    train_on_archive: bool = True
+    frame_size: Literal[32, 64] = 64
+    latent: int = field(default=10, metadata={"ge": 1})
+    learning_rate: float = field(default=1e-3, metadata={"gt": 0.0})
+    # "cpu" by default; "auto" uses CUDA when present.
+    device: str = "cpu"
+    # True keeps oneDNN out of the autoencoder (qd.autoencoder; ~1.5x slower training on the
+    # CPU); resumed runs still agree only to float rounding on the CPU, so it is off.
+    deterministic_ae: bool = False
+    # 0: leave torch's thread count alone.
+    torch_threads: int = field(default=0, metadata={"ge": 0})
+    genomes_per_item: int = field(default=10, metadata={"ge": 1})
+    coverage_bins: int = field(default=50, metadata={"ge": 1})
+
+
+@dataclass(frozen=True)
+class TaxonsConfig:
+    algorithm: str = "taxons"
+    seed: int = field(default=0, metadata={"ge": 0})
+    budget: int = field(default=100_000, metadata={"ge": 1})
+    env: EnvConfig = EnvConfig()
+    controller: ControllerConfig = ControllerConfig(bias_per_neuron=True, action_scale=5.0)
+    taxons: TaxonsParams = TaxonsParams()
+
+    def __post_init__(self) -> None:
+        t = self.taxons
+        if 2 * t.n_best > t.pop_size:
+            raise ValueError(
+                f"taxons.n_best = {t.n_best}: the best and the worst must not overlap "
+                f"(2 n_best <= pop_size = {t.pop_size})"
+            )
+        if t.device not in ("cpu", "auto") and not t.device.startswith("cuda"):
+            raise ValueError(f"taxons.device must be 'cpu', 'auto' or 'cuda[:N]', got {t.device!r}")
+
+
+def latents_collapsed(latents: np.ndarray) -> bool:
+    """True when more than one latent is given and all of them are the same point."""
+    return len(latents) > 1 and float(np.ptp(latents, axis=0).max()) == 0.0
+
+
+class FrameArchive:
+    """Append-only archive of individuals with their frames and current latents."""
+
+    FIELDS = ("genome", "latent", "gt", "reward", "reward_area", "generation", "ident", "frames")
+
+    def __init__(self) -> None:
+        self._rows: dict[str, list[np.ndarray]] = {k: [] for k in self.FIELDS}
+        self._cache: dict[str, np.ndarray] = {}
+        self.idents: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.idents)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            parts = self._rows[name]
+            self._cache[name] = np.concatenate(parts) if parts else np.empty(0)
+            self._rows[name] = [self._cache[name]] if parts else []
+        return self._cache[name]
+
+    def add(self, **columns: np.ndarray) -> None:
+        if set(columns) != set(self.FIELDS):
+            raise ValueError(f"archive rows need the fields {self.FIELDS}, got {sorted(columns)}")
+        n = {len(v) for v in columns.values()}
+        if len(n) != 1:
+            raise ValueError("archive rows: every field needs the same number of rows")
+        if not np.all(np.isfinite(columns["latent"])):
+            raise ValueError("archive: NaN or inf in the latents of the rows to add")
+        for k, v in columns.items():
+            self._rows[k].append(np.asarray(v))
+            self._cache.pop(k, None)
+        self.idents.update(int(i) for i in columns["ident"])
+
+    def set_latents(self, latents: np.ndarray) -> None:
+        if latents.shape[0] != len(self) or not np.all(np.isfinite(latents)):
+            raise ValueError("archive latents: wrong row count or non-finite values")
+        self._rows["latent"] = [latents]
+        self._cache["latent"] = latents
+
+    def __getstate__(self) -> dict:
+        return {k: self[k] for k in self.FIELDS if self._rows[k]}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+        if state:
+            self.add(**state)
+
+
+class Taxons:
+    """Trainer for ``algorithm = "taxons"`` (see `experiments.run` for the protocol)."""
+
+    Config = TaxonsConfig
+
+    def __init__(self, config: TaxonsConfig) -> None:
+        self.config = config
+        t = config.taxons
+        self.task_key = config.env.task_key()
+        self.controller = config.controller.spec()
+        task = QDTask(self.task_key)
+        self.genome_size = task.genome_size(self.controller)
+        self.reward_areas = task.reward_areas
+        self.gt_low, self.gt_high = task.gt_low, task.gt_high
+        if t.torch_threads:
+            import torch
+
+            # Calling it again, even with the same count, can change which oneDNN kernels later
+            # calls pick (and their float rounding): only call it for a real change.
+            if torch.get_num_threads() != t.torch_threads:
+                torch.set_num_threads(t.torch_threads)
+        seeds = np.random.SeedSequence(config.seed).spawn(2)
+        self.rng = np.random.default_rng(seeds[0])
+        ae_seed = int(seeds[1].generate_state(1)[0])
+        self.autoencoder = AutoEncoder(
+            "taxons",
+            t.latent,
+            t.frame_size,
+            learning_rate=t.learning_rate,
+            seed=ae_seed,
+            device=t.device,
+            deterministic=t.deterministic_ae,
+        )
+        self.coverage = CoverageGrid(task.gt_low, task.gt_high, t.coverage_bins)
+        self.rewards = RewardAreaTracker(len(self.reward_areas))
+        self.archive = FrameArchive()
+        self.evaluations = 0
+        self.generation = 0
+        self.next_ident = 0
+        self.genomes: np.ndarray | None = None
+        self.idents: np.ndarray | None = None
+        self.new_frames: list[np.ndarray] = []
+        self.last: dict[str, float] = {}
+        self.trainings = 0
+        self.recoveries = 0
+        self.timing = {"rollout": 0.0, "encode": 0.0, "select": 0.0, "train": 0.0}
+
+    # -- protocol -------------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        return self.evaluations
+
+    @property
+    def done(self) -> bool:
+        return self.evaluations >= self.config.budget
+
+    def iterate(self, executor) -> dict[str, float]:
+        if self.genomes is None:
+            t = self.config.taxons
+            self.genomes = np.clip(
+                self.rng.normal(0.0, 1.0, (t.pop_size, self.genome_size)),
+                -t.genome_limit,
+                t.genome_limit,
+            )
+            self.idents = self._new_idents(t.pop_size)
+        self._generation(executor)
+        return self.figures()
+
+    def progress(self) -> dict:
+        found = int(np.count_nonzero(self.rewards.first_hit >= 0))
+        return {
+            "archive": len(self.archive),
+            "coverage": round(self.coverage.coverage, 4),
+            "cov_archive": round(self.archive_coverage(), 4),
+            "areas": f"{found}/{len(self.reward_areas)}",
+        }
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "generation": self.generation,
+            "archive_size": len(self.archive),
+            "coverage": self.coverage.coverage,
+            "coverage_archive": self.archive_coverage(),
+            "criterion": self.last.get("criterion", 0.0),
+            "mean_novelty": self.last.get("mean_novelty", 0.0),
+            "mean_surprise": self.last.get("mean_surprise", 0.0),
+            "ae_loss": self.last.get("ae_loss", float("nan")),
+            "trainings": self.trainings,
+            **{f"time_{k}": v for k, v in self.timing.items()},
+            **self.rewards.figures(),
+        }
+
+    def archive_coverage(self) -> float:
+        """TAXONS's coverage: ground-truth cells holding an archive individual."""
+        grid = CoverageGrid(self.gt_low, self.gt_high, self.config.taxons.coverage_bins)
+        if len(self.archive):
+            grid.add(self.archive["gt"])
+        return grid.coverage
+
+    # -- one generation -------------------------------------------------------------------
+    def _new_idents(self, n: int) -> np.ndarray:
+        out = np.arange(self.next_ident, self.next_ident + n, dtype=np.int64)
+        self.next_ident += n
+        return out
+
+    def rollouts(self, genomes: np.ndarray, executor) -> dict[str, np.ndarray]:
+        """Frames, ground truth and rewards of ``genomes`` through the executor."""
+        t = self.config.taxons
+        items = [
+            ObservationItem(
+                self.task_key, self.controller, genomes[s : s + t.genomes_per_item], t.frame_size
+            )
+            for s in range(0, len(genomes), t.genomes_per_item)
+        ]
+        parts = executor.map(observe_item, items)
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        out["frames"] = out["frames"][:, 0]
+        return out
+
+    def _criterion(self) -> int:
+        t = self.config.taxons
+        if t.variant == "taxo-s":
+            return SURPRISE
+        if t.variant in ("taxo-n", "nt") or self.generation < t.warmup_generations:
+            return NOVELTY
+        return NOVELTY if self.rng.random() < 0.5 else SURPRISE
+
+    def novelty(self, latents: np.ndarray) -> np.ndarray:
+        """Mean distance to the k nearest of (population minus self) and archive: the query
+        is part of the reference set, and exactly one zero distance (itself) is skipped."""
+        ref = np.concatenate([latents, self.archive["latent"]]) if len(self.archive) else latents
+        return knn_novelty(latents, ref, k=self.config.taxons.k, skip_nearest=True)
+
+    def _generation(self, executor) -> None:
+        t, rng = self.config.taxons, self.rng
+        assert self.genomes is not None and self.idents is not None
+        t0 = time.perf_counter()
+        out = self.rollouts(self.genomes, executor)
+        self.coverage.add(out["gt"])
+        self.rewards.add(out["reward"], out["reward_area"], self.evaluations)
+        self.evaluations += len(self.genomes)
+        t1 = time.perf_counter()
+        latents, surprise = self.autoencoder.encode(out["frames"])
+        t2 = time.perf_counter()
+        criterion = self._criterion()
+        if criterion == NOVELTY:
+            score = self.novelty(latents)
+            if len(score) > 1 and float(score.max()) == 0.0:
+                raise RuntimeError(
+                    f"generation {self.generation}: every novelty is zero, the latent space "
+                    "collapsed to a point (the autoencoder maps all frames alike)"
+                )
+            self.last["mean_novelty"] = float(score.mean())
+        else:
+            score = surprise
+        self.last["mean_surprise"] = float(surprise.mean())
+        self.last["criterion"] = float(criterion)
+        order = np.argsort(-score, kind="stable")
+        best, worst = order[: t.n_best], order[-t.n_best :]
+        fresh = [i for i in best if int(self.idents[i]) not in self.archive.idents]
+        if fresh:
+            f = np.array(fresh)
+            self.archive.add(
+                genome=self.genomes[f],
+                latent=latents[f],
+                gt=out["gt"][f],
+                reward=out["reward"][f],
+                reward_area=out["reward_area"][f],
+                generation=np.full(len(f), self.generation),
+                ident=self.idents[f],
+                frames=out["frames"][f],
+            )
+        genomes, idents = self.genomes.copy(), self.idents.copy()
+        genomes[worst], idents[worst] = genomes[best], idents[best]
+        mutated = rng.random(len(genomes)) < t.mutation_prob
+        genes = rng.random(genomes.shape) < t.gene_mutation_prob
+        noise = rng.normal(0.0, t.mutation_sigma, genomes.shape)
+        step = np.where(mutated[:, None] & genes, noise, 0.0)
+        genomes = np.clip(genomes + step, -t.genome_limit, t.genome_limit)
+        idents[mutated] = self._new_idents(int(mutated.sum()))
+        self.genomes, self.idents = genomes, idents
+        t3 = time.perf_counter()
+        if t.variant != "nt":
+            self.new_frames.append(out["frames"])
+            if self.generation > 0 and self.generation % t.train_interval == 0:
+                self._train()
+        t4 = time.perf_counter()
+        for k, dt in zip(self.timing, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            self.timing[k] += dt
+        self.generation += 1
+
+    def _train(self) -> None:
+        t = self.config.taxons
+        data = list(self.new_frames)
+        if t.train_on_archive and len(self.archive):
+            data.append(self.archive["frames"])
+        frames = np.concatenate(data)
+        before = self.autoencoder.state_dict()
+        report = self.autoencoder.train_epochs(frames, t.train_epochs, t.batch_size)
+        self.new_frames = []
+        if report.recovered:
+            self.recoveries += 1
+            return
+        if len(self.archive):
+            latents, _ = self.autoencoder.encode(self.archive["frames"])
+            if latents_collapsed(latents) or not np.all(np.isfinite(latents)):
+                log.warning(
+                    "generation %d: the trained autoencoder maps every archive frame to one "
+                    "latent; training undone",
+                    self.generation,
+                )
+                self.autoencoder.load_state_dict(before)
+                self.recoveries += 1
+                return
+            self.archive.set_latents(latents)
+        self.trainings += 1
+        self.last["ae_loss"] = report.train_loss[-1]
+
+    # -- checkpoints and plots ------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "config": dataclasses.asdict(self.config),
+            "rng": self.rng.bit_generator.state,
+            "autoencoder": self.autoencoder.state_dict(),
+            "coverage": self.coverage.counts,
+            "rewards": (self.rewards.best, self.rewards.first_hit),
+            "evaluations": self.evaluations,
+            "generation": self.generation,
+            "next_ident": self.next_ident,
+            "genomes": self.genomes,
+            "idents": self.idents,
+            "archive": self.archive,
+            "new_frames": list(self.new_frames),
+            "last": dict(self.last),
+            "trainings": self.trainings,
+            "recoveries": self.recoveries,
+            "timing": dict(self.timing),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["config"] != dataclasses.asdict(self.config):
+            raise ValueError("checkpoint was written by a different config")
+        self.rng.bit_generator.state = state["rng"]
+        self.autoencoder.load_state_dict(state["autoencoder"])
+        self.coverage.counts = state["coverage"]
+        self.rewards.best, self.rewards.first_hit = state["rewards"]
+        self.evaluations = state["evaluations"]
+        self.generation = state["generation"]
+        self.next_ident = state["next_ident"]
+        self.genomes = state["genomes"]
+        self.idents = state["idents"]
+        self.archive = state["archive"]
+        self.new_frames = list(state["new_frames"])
+        self.last = dict(state["last"])
+        self.trainings = state["trainings"]
+        self.recoveries = state["recoveries"]
+        self.timing = dict(state["timing"])
+
+    def plot(self, run_dir: Path) -> list[Path]:
+        from qd.taxons_plots import plot_taxons
+
+        return plot_taxons(self, Path(run_dir))

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from experiments.executor import SerialExecutor
+from qd.metrics import CoverageGrid
+from qd.ns import ControllerConfig, EnvConfig
+from qd.taxons import Taxons, TaxonsConfig, TaxonsParams, latents_collapsed
+
+
+def small_config(variant="taxons", budget=160, **kw):
+    params = dict(
+        variant=variant,
+        pop_size=20,
+        k=5,
+        n_best=2,
+        warmup_generations=2,
+        train_interval=3,
+        train_epochs=1,
+        batch_size=16,
+        frame_size=32,
+        torch_threads=1,
+        genomes_per_item=10,
+    )
+    params.update(kw)
+    return TaxonsConfig(
+        seed=3,
+        budget=budget,
+        env=EnvConfig(id="sparserl/HardMaze-v0", max_steps=300),
+        controller=ControllerConfig(hidden=(5, 5), bias_per_neuron=True, action_scale=5.0),
+        taxons=TaxonsParams(**params),
+    )
+
+
+def run(trainer, executor, generations=None):
+    rows = []
+    while not trainer.done and (generations is None or len(rows) < generations):
+        rows.append(trainer.iterate(executor))
+    return rows
+
+
+def test_resume_equals_an_uninterrupted_run():
+    ex = SerialExecutor()
+    full = Taxons(small_config())
+    rows = run(full, ex)
+    assert full.trainings == 2 and full.generation == 8
+
+    first = Taxons(small_config())
+    run(first, ex, generations=4)
+    state = pickle.loads(pickle.dumps(first.state_dict()))
+    resumed = Taxons(small_config())
+    resumed.load_state_dict(state)
+    rows_b = run(resumed, ex)
+    # torch's CPU kernels round by process history (buffer alignment, kernel choice), so the
+    # autoencoder of a resumed process agrees to float rounding, not bit for bit; everything
+    # the search decides (archive, genomes, coverage) must be identical.
+    for ra, rb in zip(rows[4:], rows_b, strict=True):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            if not k.startswith("time_"):
+                assert ra[k] == pytest.approx(rb[k], rel=1e-4, nan_ok=True), k
+    for name in ("genome", "gt", "ident", "frames", "generation"):
+        np.testing.assert_array_equal(full.archive[name], resumed.archive[name])
+    np.testing.assert_allclose(
+        full.archive["latent"], resumed.archive["latent"], rtol=1e-4, atol=1e-7
+    )
+    np.testing.assert_array_equal(full.genomes, resumed.genomes)
+    np.testing.assert_array_equal(full.coverage.counts, resumed.coverage.counts)
+    a, b = full.autoencoder.state_dict()["model"], resumed.autoencoder.state_dict()["model"]
+    for k in a:
+        if a[k].is_floating_point():
+            assert float((a[k] - b[k]).norm()) <= 1e-3 * float(a[k].norm()) + 1e-7, k
+
+
+def test_generation_mechanics_and_both_coverages():
+    tr = Taxons(small_config(budget=60))
+    run(tr, SerialExecutor())
+    assert tr.evaluations == 60 and tr.generation == 3
+    # At most n_best per generation, never the same individual twice.
+    assert 0 < len(tr.archive) <= 3 * 2
+    assert len(np.unique(tr.archive["ident"])) == len(tr.archive)
+    grid = CoverageGrid(tr.gt_low, tr.gt_high, 50)
+    grid.add(tr.archive["gt"])
+    assert tr.archive_coverage() == grid.coverage <= tr.coverage.coverage
+    # The archive's latents are the current encoder's.
+    np.testing.assert_allclose(tr.autoencoder.encode(tr.archive["frames"])[0], tr.archive["latent"])
+
+
+def test_variants():
+    ex = SerialExecutor()
+    nt = Taxons(small_config("nt", budget=160))
+    w0 = {k: v.clone() for k, v in nt.autoencoder.model.state_dict().items()}
+    run(nt, ex)
+    assert nt.trainings == 0
+    assert all(torch.equal(v, w0[k]) for k, v in nt.autoencoder.model.state_dict().items())
+
+    s = Taxons(small_config("taxo-s", budget=60))
+    assert {r["criterion"] for r in run(s, ex)} == {1.0}
+
+    t = Taxons(small_config("taxons", budget=600, train_interval=50, warmup_generations=3))
+    crit = [r["criterion"] for r in run(t, ex)]
+    assert crit[:3] == [0.0] * 3 and set(crit[3:]) == {0.0, 1.0}
+
+
+def test_collapsed_latents_are_an_error_at_selection():
+    tr = Taxons(small_config(budget=60))
+    tr.autoencoder.encode = lambda frames: (np.zeros((len(frames), 10)), np.ones(len(frames)))
+    with pytest.raises(RuntimeError, match="collapsed"):
+        tr.iterate(SerialExecutor())
+
+
+def test_collapsing_training_is_undone():
+    ex = SerialExecutor()
+    tr = Taxons(small_config(budget=80, train_interval=3))
+    run(tr, ex, generations=3)
+    archive_latents = tr.archive["latent"].copy()
+    weights = {k: v.clone() for k, v in tr.autoencoder.model.state_dict().items()}
+    real_encode = tr.autoencoder.encode
+
+    def encode_after_training(frames):
+        z, s = real_encode(frames)
+        return (np.zeros_like(z), s) if len(frames) == len(tr.archive) else (z, s)
+
+    tr.autoencoder.encode = encode_after_training
+    tr.iterate(ex)  # generation 3: trains, then the archive's latents collapse
+    assert tr.recoveries == 1 and tr.trainings == 0
+    np.testing.assert_array_equal(tr.archive["latent"][: len(archive_latents)], archive_latents)
+    assert all(torch.equal(v, weights[k]) for k, v in tr.autoencoder.model.state_dict().items())
+    assert latents_collapsed(np.zeros((3, 2))) and not latents_collapsed(np.zeros((1, 2)))
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="n_best"):
+        TaxonsConfig(taxons=TaxonsParams(pop_size=10, n_best=6))
+    with pytest.raises(ValueError, match="device"):
+        TaxonsConfig(taxons=TaxonsParams(device="tpu"))
+
+
+def test_plots(tmp_path):
+    tr = Taxons(small_config(budget=40))
+    run(tr, SerialExecutor())
+    paths = tr.plot(tmp_path)
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
