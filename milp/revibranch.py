@@ -352,13 +352,23 @@ class ReviBranchPolicy:
         self.epsilon, self.rng, self.record = epsilon, rng, record
         if threads is not None:
             torch.set_num_threads(threads)
-        self.memory: dict[int, torch.Tensor] = {}
+        # node number -> (parent node number, step token of the decision taken there)
+        self.memory: dict[int, tuple[int, torch.Tensor]] = {}
 
     def observation_function(self) -> _NodeObservation:
         return _NodeObservation(self)
 
     def reset(self) -> None:
         self.memory = {}
+
+    def history(self, node: int) -> torch.Tensor:
+        """Step tokens of the decisions from the root down to ``node`` (the most recent
+        ``max_history``), (k, emb); empty for an unknown node."""
+        tokens = []
+        while node in self.memory and len(tokens) < self.model.max_history:
+            node, token = self.memory[node]
+            tokens.append(token)
+        return torch.stack(tokens[::-1]) if tokens else torch.zeros(0, self.model.emb_size)
 
     @torch.no_grad()
     def __call__(self, observation: tuple, action_set: np.ndarray) -> int:
@@ -367,7 +377,7 @@ class ReviBranchPolicy:
         m = self.model
         batch = GraphBatch.from_graphs([obs], [action_set])
         v, pooled = m.encode(batch)
-        history = self.memory.get(parent, torch.zeros(0, m.emb_size))
+        history = self.history(parent)
         d = torch.tensor([depth])
         ctx = m.context(history[None], torch.tensor([len(history)]), pooled, d)
         q = m.q_values(v, batch, ctx)[0]
@@ -377,7 +387,7 @@ class ReviBranchPolicy:
             k = int(torch.argmax(q))
         action = int(action_set[k])
         token = m.step_tokens(pooled, v[action][None], d)
-        self.memory[number] = torch.cat([history, token])[-m.max_history :]
+        self.memory[number] = (parent, token[0])
         if self.record is not None:
             self.record.append((obs, (number, parent, depth, lp), action_set, action))
         return action
@@ -644,10 +654,11 @@ class ReviBranch:
         from milp.brancher_io import load_brancher
 
         model, header = load_brancher(path)
-        if header["model"] != "gcnn" or model.emb_size != self.online.emb_size:
+        width = header["hyperparameters"].get("emb_size")
+        if header["model"] != "gcnn" or width != self.online.emb_size:
             raise ValueError(
                 f"{path}: warm start needs a gcnn brancher of width {self.online.emb_size}, "
-                f"got a {header['model']}"
+                f"got a {header['model']} brancher of width {width}"
             )
         self.online.encoder.load_state_dict(model.state_dict())
         self.fitted = True

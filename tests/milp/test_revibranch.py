@@ -15,7 +15,9 @@ from experiments.executor import SerialExecutor
 from milp.brancher_io import load_brancher
 from milp.revibranch import (
     WEIGHTINGS,
+    Episode,
     EpisodeItem,
+    EpisodeStep,
     ReviBranch,
     ReviBranchConfig,
     ReviBranchNetwork,
@@ -110,6 +112,28 @@ def test_nstep_targets_against_their_definition():
     assert three[5] == pytest.approx(r[5] + g * r[6])
 
 
+def test_paths_carry_redistributed_or_terminal_rewards():
+    steps = [
+        EpisodeStep(np.zeros((2, 19)), np.zeros((1, 5)), np.zeros((2, 0)), np.zeros(0),
+                    np.array([0, 1]), 0, int(d), float(lp))
+        for d, lp in zip([0, 1, 1, 2, 2, 2, 3], LP, strict=True)
+    ]  # fmt: skip
+    episode = Episode(steps, PARENTS, "optimal", 15, 100, 0.1)
+    for redistribution in (True, False):
+        cfg = small_config()
+        rc = type(cfg.revibranch)(**{**cfg.revibranch.__dict__, "redistribution": redistribution})
+        trainer = ReviBranch(ReviBranchConfig(**{**cfg.__dict__, "revibranch": rc}))
+        paths = trainer.paths_of(episode)
+        assert [p.steps.tolist() for p in paths] == retro_paths(PARENTS, LP)
+        for p in paths:
+            ret = retro_rewards(len(p.steps), closed=True).sum()
+            assert math.isclose(p.rewards.sum(), ret, abs_tol=1e-12)
+            if not redistribution:
+                assert np.all(p.rewards[:-1] == 0) and p.rewards[-1] == ret
+            elif len(p.steps) > 1:
+                assert np.all(p.rewards < 0)  # every step carries part of the blame
+
+
 def test_revival_context_ignores_padding_and_uses_history():
     torch.manual_seed(0)
     net = ReviBranchNetwork(emb_size=16, heads=2).eval()
@@ -159,8 +183,12 @@ def test_node_limit_ends_the_episode_with_the_reward_so_far():
 
 @pytest.mark.parametrize(
     "change",
-    [{}, {"revival": False}, {"redistribution": False}, {"history": "grad"}],
-    ids=["revibranch", "no-revival", "no-redistribution", "grad-history"],
+    [
+        pytest.param({}, id="revibranch"),
+        pytest.param({"revival": False}, id="no-revival"),
+        pytest.param({"redistribution": False}, id="no-redistribution", marks=pytest.mark.slow),
+        pytest.param({"history": "grad"}, id="grad-history", marks=pytest.mark.slow),
+    ],
 )
 def test_training_runs_resumes_exactly_and_exports(change, tmp_path):
     cfg = small_config()
@@ -185,6 +213,15 @@ def test_training_runs_resumes_exactly_and_exports(change, tmp_path):
     assert header["hyperparameters"]["revival"] == cfg.revibranch.revival
     for a, b in zip(model.state_dict().values(), whole.online.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    # The exported rule solves an instance through the benchmark, revival included.
+    from milp.instances import write_instances
+    from milp.scip_settings import SolverSettings
+    from milp.solve import solve_benchmark
+
+    inst = write_instances("setcover", None, 1, tmp_path / "i", seed=9, n_rows=120, n_cols=200)
+    settings = SolverSettings(time_limit=60, presolve=False, heuristics=False)
+    (row,) = solve_benchmark(inst, [str(path)], [0], settings, SerialExecutor())
+    assert row["status"] == "optimal" and row["error"] == ""
 
 
 def test_ray_and_serial_episodes_are_identical(ray_executor):
@@ -194,3 +231,42 @@ def test_ray_and_serial_episodes_are_identical(ray_executor):
     assert repr(a.iterate(SerialExecutor())) == repr(b.iterate(ray_executor))
     for ea, eb in zip(a.replay.episodes.values(), b.replay.episodes.values(), strict=True):
         assert [s.action for s in ea.steps] == [s.action for s in eb.steps]
+
+
+def test_training_time_revival_matches_acting():
+    """With online history encodings, the trainer's Q of a stored decision picks what the
+    greedy policy picked while solving: revival sees the same search-tree path."""
+    cfg = small_config(epsilon=0.0, min_buffer=500)
+    rc = type(cfg.revibranch)(**{**cfg.revibranch.__dict__, "history": "grad"})
+    trainer = ReviBranch(ReviBranchConfig(**{**cfg.__dict__, "revibranch": rc}))
+    trainer.fitted = True  # keep the acting weights: no PreNorm fitting after the episodes
+    while trainer.replay.size < 10:
+        trainer.iterate(SerialExecutor())
+    keys = [(e, s) for e, ep in trainer.replay.episodes.items() for s in range(len(ep.steps))]
+    deep = [k for k in keys if trainer.replay.ancestors(*k, 32)]
+    assert deep, "no decision below the root"
+    with torch.no_grad():
+        q, _ = trainer._q(trainer.online, keys, grad=False)
+    for (e, s), row in zip(keys, q, strict=True):
+        step = trainer.replay.episodes[e].steps[s]
+        assert step.candidates[int(torch.argmax(row))] == step.action
+
+
+def test_warm_start_from_an_imitation_brancher(tmp_path):
+    from milp.brancher_io import save_brancher
+    from milp.gcnn import GCNN
+
+    gcnn = GCNN(16, torch.Generator().manual_seed(1))
+    path = save_brancher(gcnn, tmp_path / "il.pt")
+    cfg = small_config(warm_start=str(path))
+    trainer = ReviBranch(cfg)
+    assert trainer.fitted
+    for a, b in zip(trainer.online.encoder.state_dict().values(), gcnn.state_dict().values(),
+                    strict=True):  # fmt: skip
+        assert torch.equal(a, b)
+    for a, b in zip(trainer.target.state_dict().values(), trainer.online.state_dict().values(),
+                    strict=True):  # fmt: skip
+        assert torch.equal(a, b)
+    wide = save_brancher(GCNN(32), tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match="wide.pt: warm start needs a gcnn brancher of width 16"):
+        ReviBranch(small_config(warm_start=str(wide)))
