@@ -8,7 +8,7 @@ DEMO_BUDGET ?= 60000
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test test-all lint format clean
+.PHONY: install demo test test-all test-cluster format clean
 
 install: $(STAMP)
 
@@ -35,7 +35,12 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -m "(slow or not slow) and not cluster"
+	$(MAKE) test-cluster
+
+# A 3-node Ray cluster on loopback (experiments/cluster.py), in a pytest process of its own.
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -q -m cluster tests/experiments/test_cluster.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -12,21 +12,62 @@ function, called as ``fn(item)``; results come back in the order of ``items``.
   only the culprit becomes ``ItemError(type="WorkerCrashed")``.
 
 Both give identical results for the same items, because all randomness travels inside the items
-(seeds spawned by the caller from the run's ``SeedSequence``).
+(seeds spawned by the caller from the run's ``SeedSequence``). That is also why faults lose nothing:
+a task whose worker process or whole node died is simply run again elsewhere (Ray's retries, and
+lineage reconstruction of results lost with a node), giving the same result.
+
+Every executor has a ``listener`` (`Listener`): it hears of each failed item (with its traceback,
+whether the batch raises or returns errors) and of cluster events (a node lost or joined). The
+default logs them; `experiments.run.train` installs one that writes them into the run folder
+(``errors.jsonl``, ``events.log``) and beside the progress bar.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import platform
+import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from typing import Any, Literal, Protocol
 
-from envs.errors import ItemError
+from envs.errors import ItemError, is_error
 
 Errors = Literal["raise", "return"]
+LOG = logging.getLogger("sparserl.executor")
+# Modules a worker must import to run any family's items.
+REQUIRED_MODULES = ("kernels", "envs", "qd", "milp", "agents", "experiments")
+
+
+class Listener(Protocol):
+    """Hears what an executor cannot return: failed items and cluster events."""
+
+    def item_error(self, error: ItemError, item: Any, fn: Callable) -> None: ...
+
+    def event(self, message: str) -> None: ...
+
+
+class LoggingListener:
+    """The default listener: one warning line per failed item or event (logger
+    ``sparserl.executor``)."""
+
+    def item_error(self, error: ItemError, item: Any, fn: Callable) -> None:
+        LOG.warning("%s failed: %s", _qualname(fn), error)
+
+    def event(self, message: str) -> None:
+        LOG.warning("%s", message)
+
+
+def _qualname(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+class ClusterError(ConnectionError, ValueError):
+    """An unreachable or unfit Ray cluster. Also a ValueError, so the CLI prints it on one line."""
 
 
 class Executor(Protocol):
@@ -45,19 +86,35 @@ def _check_errors(errors: str) -> None:
 
 
 def _run_chunk(fn: Callable, chunk: Sequence, start: int, errors: str) -> tuple[list, float]:
-    """Run ``fn`` over a chunk; returns the results and the seconds spent."""
+    """Run ``fn`` over a chunk; returns the results and the seconds spent.
+
+    With ``errors="raise"`` the exception propagates carrying its `ItemError` (index and
+    worker-side traceback) as ``sparserl_item_error``, so the driver can record it first.
+    """
     t0 = time.perf_counter()
     out = []
     for offset, item in enumerate(chunk):
         try:
             out.append(fn(item))
         except Exception as exc:
+            err = ItemError(start + offset, type(exc).__name__, str(exc), traceback.format_exc())
             if errors == "raise":
+                exc.sparserl_item_error = err
                 raise
-            out.append(
-                ItemError(start + offset, type(exc).__name__, str(exc), traceback.format_exc())
-            )
+            out.append(err)
     return out, time.perf_counter() - t0
+
+
+def _report_errors(listener: Listener, fn: Callable, items: Sequence, results: list) -> None:
+    for r in results:
+        if is_error(r):
+            listener.item_error(r, items[r.index], fn)
+
+
+def _report_raised(listener: Listener, fn: Callable, items: Sequence, exc: BaseException) -> None:
+    err = getattr(exc, "sparserl_item_error", None)
+    if isinstance(err, ItemError):
+        listener.item_error(err, items[err.index], fn)
 
 
 class SerialExecutor:
@@ -65,9 +122,19 @@ class SerialExecutor:
 
     parallelism = 1
 
+    def __init__(self) -> None:
+        self.listener: Listener = LoggingListener()
+
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], errors: Errors = "raise") -> list:
         _check_errors(errors)
-        return _run_chunk(fn, list(items), 0, errors)[0]
+        items = list(items)
+        try:
+            results = _run_chunk(fn, items, 0, errors)[0]
+        except Exception as exc:
+            _report_raised(self.listener, fn, items, exc)
+            raise
+        _report_errors(self.listener, fn, items, results)
+        return results
 
     def close(self) -> None:
         pass
@@ -88,14 +155,99 @@ def ray_environment() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _split_address(address: str) -> tuple[str, int] | None:
+    """``host:port`` (or ``ray://host:port``) → (host, port); None for ``auto``."""
+    if address == "auto":
+        return None
+    bare = address.removeprefix("ray://")
+    host, sep, port = bare.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ClusterError(
+            f"Ray address {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT"
+        )
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast (within ``timeout``) on an address nothing listens on, instead of letting Ray
+    retry for minutes."""
+    parsed = _split_address(address)
+    if parsed is None:
+        return
+    try:
+        socket.create_connection(parsed, timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"Ray cluster at {address} is unreachable ({exc.strerror or exc}); "
+            "is `ray start --head` running there?"
+        ) from None
+
+
+def _probe_factory() -> Callable[[tuple[str, ...]], dict]:
+    """A probe defined inside a function, so Ray ships it by value: it runs even on a worker
+    that cannot import sparserl, and reports what that worker can import."""
+
+    def probe(modules: tuple[str, ...]) -> dict:
+        import importlib.metadata
+        import importlib.util
+        import platform
+
+        # find_spec locates a package without importing it (agents would pull in torch).
+        missing = [name for name in modules if importlib.util.find_spec(name) is None]
+        try:
+            version = importlib.metadata.version("sparserl")
+        except importlib.metadata.PackageNotFoundError:
+            version = "not installed"
+        return {"missing": missing, "sparserl": version, "python": platform.python_version()}
+
+    return probe
+
+
+def sparserl_version() -> str:
+    try:
+        return metadata.version("sparserl")
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def check_probes(reports: dict[str, dict], driver: dict) -> None:
+    """Raise `ClusterError` naming the first node that lacks a module or runs another sparserl
+    (or Python minor version, whose pickles may not load) than the driver."""
+    for node, rep in reports.items():
+        if rep["missing"]:
+            raise ClusterError(
+                f"Ray worker on node {node} cannot import {', '.join(rep['missing'])} "
+                f"(No module named {rep['missing'][0]!r}); install "
+                f"sparserl {driver['sparserl']} on every worker node"
+            )
+        if rep["sparserl"] != driver["sparserl"]:
+            raise ClusterError(
+                f"Ray worker on node {node} runs sparserl {rep['sparserl']}, the driver "
+                f"{driver['sparserl']}; install the same version on every node"
+            )
+        if rep["python"].rsplit(".", 1)[0] != driver["python"].rsplit(".", 1)[0]:
+            raise ClusterError(
+                f"Ray worker on node {node} runs Python {rep['python']}, the driver "
+                f"{driver['python']}; use the same Python minor version on every node"
+            )
+
+
 class RayExecutor:
     """Runs chunks of items as Ray tasks, embedded locally or on an existing cluster.
 
     ``address=None`` starts a private local Ray (``num_cpus`` CPUs, no dashboard) and shuts it
-    down on `close`; ``"auto"`` or ``"ray://host:port"`` (or ``SPARSERL_RAY_ADDRESS``) joins an
-    existing cluster, which is left running. Chunks are sized so each task carries at least
-    ``min_task_seconds`` of work (measured on earlier batches) while still giving every worker
-    ``tasks_per_worker`` tasks to balance load.
+    down on `close`; ``"auto"``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"`` (or
+    ``SPARSERL_RAY_ADDRESS``) joins an existing cluster, which is left running. On joining, an
+    unreachable address fails within ``connect_timeout`` seconds, and every alive node is probed:
+    a node that cannot import sparserl, or runs another version of it, is an error naming it.
+
+    Chunks are sized so each task carries at least ``min_task_seconds`` of work (measured on
+    earlier batches) while still giving every worker ``tasks_per_worker`` tasks to balance load.
+    While waiting for a batch the executor watches the cluster's nodes and tells its
+    ``listener`` when one is lost or joins; the lost node's tasks are retried on the others.
     """
 
     def __init__(
@@ -108,6 +260,8 @@ class RayExecutor:
         min_task_seconds: float = 0.05,
         object_store_memory: int | None = None,
         temp_dir: str | None = None,
+        connect_timeout: float = 10.0,
+        check_workers: bool = True,
     ) -> None:
         ray_environment()
         import ray
@@ -115,6 +269,7 @@ class RayExecutor:
         self._ray = ray
         address = address or os.environ.get("SPARSERL_RAY_ADDRESS") or None
         self._owns_ray = False
+        self.listener: Listener = LoggingListener()
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
             if address is None:
@@ -124,16 +279,38 @@ class RayExecutor:
                 if temp_dir is not None:
                     kwargs["_temp_dir"] = temp_dir
             else:
+                check_reachable(address, connect_timeout)
+                parsed = _split_address(address)
+                if parsed is not None and parsed[0] in LOOPBACK_HOSTS:
+                    # Ray swaps a loopback address for the machine's outward IP and then finds
+                    # no node there; a loopback cluster (experiments.cluster) keeps 127.0.0.1.
+                    import ray._private.ray_constants as ray_constants
+
+                    ray_constants.ENABLE_RAY_CLUSTER = False
                 kwargs = {"address": address, "log_to_driver": True}
-            ray.init(**kwargs)
+            try:
+                ray.init(**kwargs)
+            except ConnectionError as exc:
+                raise ClusterError(f"cannot join the Ray cluster at {address}: {exc}") from None
             self._owns_ray = True
         self.address = address
         self.max_retries = max_retries
         self.tasks_per_worker = tasks_per_worker
         self.min_task_seconds = min_task_seconds
+        self.poll_seconds = 2.0
+        # Seconds the workers spent inside ``fn`` during the last `map` (benchmarks compare it
+        # with wall time to tell Ray's overhead from slower workers).
+        self.last_busy_seconds = 0.0
         self._seconds_per_item: dict[Callable, float] = {}
         self._remote = ray.remote(_run_chunk)
         self._closed = False
+        self._nodes = self._alive_nodes()
+        if address is not None and check_workers:
+            try:
+                self.check_workers()
+            except BaseException:
+                self.close()
+                raise
 
     @property
     def parallelism(self) -> int:
@@ -141,8 +318,67 @@ class RayExecutor:
 
     def describe(self) -> str:
         where = "local embedded Ray" if self.address is None else f"Ray cluster at {self.address}"
-        return f"{where}, {self.parallelism} CPUs"
+        nodes = len(self._nodes)
+        return f"{where}, {nodes} node{'s' * (nodes != 1)}, {self.parallelism} CPUs"
 
+    # -- the cluster's nodes ----------------------------------------------------------------
+    def _alive_nodes(self) -> dict[str, tuple[str, float]]:
+        """Alive nodes: id → (IP, CPUs)."""
+        return {
+            n["NodeID"]: (n["NodeManagerAddress"], n["Resources"].get("CPU", 0.0))
+            for n in self._ray.nodes()
+            if n["Alive"]
+        }
+
+    def watch_nodes(self) -> None:
+        """Tell the listener about nodes lost or joined since the last look."""
+        now = self._alive_nodes()
+        for node_id, (ip, cpus) in self._nodes.items():
+            if node_id not in now:
+                left = sum(c for _, c in now.values())
+                self.listener.event(
+                    f"Ray node {node_id[:8]} ({ip}, {cpus:g} CPUs) lost; its tasks are retried "
+                    f"on the {len(now)} remaining nodes ({left:g} CPUs)"
+                )
+        for node_id, (ip, cpus) in now.items():
+            if node_id not in self._nodes:
+                self.listener.event(f"Ray node {node_id[:8]} ({ip}, {cpus:g} CPUs) joined")
+        self._nodes = now
+
+    def check_workers(
+        self, modules: tuple[str, ...] = REQUIRED_MODULES, timeout: float = 120.0
+    ) -> None:
+        """Probe every alive node with CPUs: it must import ``modules`` and run the driver's
+        sparserl and Python versions (`ClusterError` otherwise)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        ray = self._ray
+        probe = ray.remote(_probe_factory())
+        refs = {
+            f"{node_id[:8]} ({ip})": probe.options(
+                num_cpus=0,
+                max_retries=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote(tuple(modules))
+            for node_id, (ip, cpus) in self._nodes.items()
+            if cpus > 0
+        }
+        reports = {}
+        deadline = time.monotonic() + timeout
+        for node, ref in refs.items():
+            try:
+                reports[node] = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+            except ray.exceptions.GetTimeoutError:
+                raise ClusterError(
+                    f"Ray cluster at {self.address}: the worker probe on node {node} got no "
+                    f"answer in {timeout:.0f} s"
+                ) from None
+            except (*self._lost(), ray.exceptions.TaskUnschedulableError):
+                # The node went away after we listed it: nothing of ours will run there.
+                self.listener.event(f"Ray node {node} left before it could be probed")
+        check_probes(reports, {"sparserl": sparserl_version(), "python": platform.python_version()})
+
+    # -- batches ----------------------------------------------------------------------------
     def _chunk_size(self, fn: Callable, n: int) -> int:
         workers = self.parallelism
         size = math.ceil(n / (workers * self.tasks_per_worker))
@@ -151,12 +387,26 @@ class RayExecutor:
             size = max(size, math.ceil(self.min_task_seconds / per_item))
         return max(1, min(size, math.ceil(n / workers)))
 
+    def _lost(self) -> tuple[type[Exception], ...]:
+        """Errors meaning a chunk's worker, node or result was lost (not that ``fn`` raised)."""
+        ex = self._ray.exceptions
+        return (ex.WorkerCrashedError, ex.NodeDiedError, ex.ObjectLostError)
+
+    def _get(self, ref: Any) -> Any:
+        """``ray.get`` that looks at the cluster's nodes every ``poll_seconds`` while waiting."""
+        while True:
+            try:
+                return self._ray.get(ref, timeout=self.poll_seconds)
+            except self._ray.exceptions.GetTimeoutError:
+                self.watch_nodes()
+
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], errors: Errors = "raise") -> list:
         _check_errors(errors)
         items = list(items)
         if not items:
             return []
         ray = self._ray
+        self.watch_nodes()
         size = self._chunk_size(fn, len(items))
         starts = list(range(0, len(items), size))
         task = self._remote.options(max_retries=self.max_retries, retry_exceptions=False)
@@ -166,18 +416,25 @@ class RayExecutor:
         for start, ref in zip(starts, refs, strict=True):
             chunk = items[start : start + size]
             try:
-                out, seconds = ray.get(ref)
+                out, seconds = self._get(ref)
                 busy += seconds
             except ray.exceptions.RayTaskError as exc:
-                # The function raised inside the worker (errors="raise"): re-raise its own error.
+                # The function raised inside the worker (errors="raise"): record it, then
+                # re-raise its own error.
+                _report_raised(self.listener, fn, items, exc.cause)
                 raise exc.as_instanceof_cause() from None
-            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError):
-                out = self._rerun_one_by_one(fn, chunk, start, errors)
+            except self._lost():
+                self.watch_nodes()
+                out = self._rerun_one_by_one(fn, chunk, start, errors, items)
             results.extend(out)
         self._seconds_per_item[fn] = busy / len(items)
+        self.last_busy_seconds = busy
+        _report_errors(self.listener, fn, items, results)
         return results
 
-    def _rerun_one_by_one(self, fn: Callable, chunk: list, start: int, errors: str) -> list:
+    def _rerun_one_by_one(
+        self, fn: Callable, chunk: list, start: int, errors: str, items: list
+    ) -> list:
         """A chunk's worker kept dying: isolate the culprit by running each item alone."""
         ray = self._ray
         task = self._remote.options(max_retries=self.max_retries, retry_exceptions=False)
@@ -185,15 +442,18 @@ class RayExecutor:
         out = []
         for i, ref in enumerate(refs):
             try:
-                out.extend(ray.get(ref)[0])
+                out.extend(self._get(ref)[0])
             except ray.exceptions.RayTaskError as exc:
+                _report_raised(self.listener, fn, items, exc.cause)
                 raise exc.as_instanceof_cause() from None
-            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+            except self._lost() as exc:
+                crash = ItemError(start + i, "WorkerCrashed", str(exc).splitlines()[0], f"{exc}")
                 if errors == "raise":
+                    self.listener.item_error(crash, chunk[i], fn)
                     raise RuntimeError(
                         f"item {start + i}: its worker process died on every retry"
                     ) from exc
-                out.append(ItemError(start + i, "WorkerCrashed", str(exc).splitlines()[0]))
+                out.append(crash)
         return out
 
     def close(self) -> None:

@@ -15,11 +15,19 @@ the trainer's figures, one row per iteration) and a checkpoint at the start, eve
 ``checkpoint_every`` seconds and at the end. A checkpoint records how many metric rows it covers,
 so a resumed run drops the rows written after it and ends with the same ``metrics.csv`` (apart
 from ``wall_time``) as an uninterrupted run.
+
+While it runs, `RunRecorder` listens to the executor: every failed item (an environment that
+raised, a solve that crashed its worker) becomes one JSON line of ``errors.jsonl`` (step, function,
+item index and description, error type, message, worker-side traceback), and every cluster event
+(a Ray node lost or joined) one line of ``events.log``; both are also printed above the progress
+bar. A resumed run appends to them, so errors of iterations it repeats appear twice, each with
+its step.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import pickle
 import sys
@@ -123,6 +131,46 @@ class MetricsLog:
         self.rows += 1
 
 
+class RunRecorder:
+    """The executor's listener during `train`: records item errors and cluster events in the run
+    folder (``errors.jsonl``, ``events.log``) and prints them above the progress bar."""
+
+    ERRORS = "errors.jsonl"
+    EVENTS = "events.log"
+
+    def __init__(self, run_dir: Path, trainer: Any, bar: tqdm) -> None:
+        self.run_dir = Path(run_dir)
+        self.trainer = trainer
+        self.bar = bar
+        self.errors = 0
+        self.events = 0
+
+    def _write(self, name: str, line: str) -> None:
+        with (self.run_dir / name).open("a") as fh:
+            fh.write(line + "\n")
+
+    def item_error(self, error: Any, item: Any, fn: Any) -> None:
+        record = {
+            "time": datetime.now().isoformat(timespec="seconds"),
+            "step": self.trainer.step,
+            "function": f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', fn)}",
+            "index": error.index,
+            "item": repr(item)[:1000],
+            "type": error.type,
+            "message": error.message,
+            "traceback": error.traceback,
+        }
+        self._write(self.ERRORS, json.dumps(record))
+        self.errors += 1
+        self.bar.write(f"step {self.trainer.step}: {error} (traceback in {self.ERRORS})")
+
+    def event(self, message: str) -> None:
+        stamp = datetime.now().isoformat(timespec="seconds")
+        self._write(self.EVENTS, f"{stamp} step {self.trainer.step}: {message}")
+        self.events += 1
+        self.bar.write(f"step {self.trainer.step}: {message}")
+
+
 def _format(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -154,6 +202,10 @@ def train(
     )
     last_save = time.monotonic()
     iterations = 0
+    recorder = RunRecorder(run_dir, trainer, bar)
+    previous = getattr(executor, "listener", None)
+    if previous is not None:
+        executor.listener = recorder
     try:
         while not trainer.done:
             if max_iterations is not None and iterations >= max_iterations:
@@ -165,7 +217,12 @@ def train(
             log.append({"step": trainer.step, "wall_time": round(wall_time, 4), **figures})
             iterations += 1
             bar.update(min(trainer.step, budget) - min(before, budget))
-            bar.set_postfix({k: _format(v) for k, v in trainer.progress().items()}, refresh=False)
+            shown = {k: _format(v) for k, v in trainer.progress().items()}
+            if recorder.errors:
+                shown["item errors"] = str(recorder.errors)
+            if recorder.events:
+                shown["cluster events"] = str(recorder.events)
+            bar.set_postfix(shown, refresh=False)
             if time.monotonic() - last_save >= checkpoint_every:
                 save_checkpoint(run_dir, trainer, log.rows, wall_time)
                 last_save = time.monotonic()
@@ -180,6 +237,8 @@ def train(
         )
         return False
     finally:
+        if previous is not None:
+            executor.listener = previous
         bar.close()
 
 
