@@ -17,6 +17,7 @@ ALGORITHMS: dict[str, str] = {
     "ns": "qd.ns:NoveltySearch",
     "serene": "qd.serene:Serene",
     "taxons": "qd.taxons:Taxons",
+    "stax": "qd.stax:Stax",
     "gcnn": "milp.imitation:ImitationTrainer",
     "revibranch": "milp.revibranch:ReviBranch",
     "tovvicreg": "agents.pretrain:TOVVICRegPretraining",
