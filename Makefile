@@ -12,9 +12,9 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 install: $(STAMP)
 
-# Reinstalls whenever pyproject.toml changes. torch is installed first and pinned by
+# Reinstalls whenever pyproject.toml (or the extras chosen here) changes. torch is installed first and pinned by
 # constraints.txt, so nothing ever pulls another (CUDA) build of it.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
