@@ -20,6 +20,8 @@ ALGORITHMS: dict[str, str] = {
     "stax": "qd.stax:Stax",
     "gcnn": "milp.imitation:ImitationTrainer",
     "revibranch": "milp.revibranch:ReviBranch",
+    "dqn": "agents.dqn:DQNTrainer",
+    "dyna": "agents.dyna:DynaTrainer",
     "tovvicreg": "agents.pretrain:TOVVICRegPretraining",
 }
 

@@ -1,0 +1,191 @@
+"""Dyna-DQN: a DQN trained on real and imagined transitions from a world model learned online.
+
+Every real transition goes to the DQN's replay and, once, to the world model (Losse-FTL by
+default; the NN baselines of `agents.nn_world_model` with ``model = "nn_replay"`` or
+``"nn_online"``), except a held-out set: every ``heldout_every``-th of the first transitions,
+until ``heldout_size`` are kept, is never given to the model and measures its error as
+training goes on (the state distribution drifts as the policy improves: forgetting shows as
+a rising error on these early transitions).
+
+Each training round of the DQN loop (every ``train_every`` steps after ``learning_starts``)
+takes ``gradient_steps`` steps on real minibatches, as model-free DQN does, then, once the
+model has learned from ``model_warmup`` transitions, imagines: ``rollouts_per_step`` x
+``train_every`` start states (at least one) drawn from the real replay are rolled ``horizon``
+steps through the model with the current epsilon-greedy policy (a rollout stops at a predicted
+termination), the imagined transitions go to their own FIFO buffer, and ``planning_ratio`` x
+``gradient_steps`` more steps are taken on imagined minibatches (fractions carry over between
+rounds).
+
+Budget unit: environment steps. The paper's Dyna settings are not public (world_models.md
+§1.5); each default states its reason in the configs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from agents.dqn import DQNParams, DQNTrainer, EnvConfig, int_seed
+from agents.losse import LosseParams, LosseWorldModel
+from agents.nn_world_model import NNModelParams, NNWorldModel
+from agents.replay import ReplayBuffer
+from agents.world_model import bounds_for, heldout_errors
+
+__all__ = ["DynaConfig", "DynaTrainer", "PlanningParams"]
+
+
+@dataclass(frozen=True)
+class PlanningParams:
+    model: Literal["losse", "nn_replay", "nn_online"] = "losse"
+    planning_ratio: float = field(default=1.0, metadata={"ge": 0})
+    horizon: int = field(default=1, metadata={"ge": 1})
+    rollouts_per_step: float = field(default=4.0, metadata={"gt": 0})
+    imagined_buffer: int = field(default=20_000, metadata={"ge": 1})
+    model_warmup: int = field(default=1000, metadata={"ge": 0})
+    heldout_size: int = field(default=500, metadata={"ge": 0})
+    heldout_every: int = field(default=5, metadata={"ge": 2})
+
+
+@dataclass(frozen=True)
+class DynaConfig:
+    algorithm: str = "dyna"
+    seed: int = field(default=0, metadata={"ge": 0})
+    budget: int = field(default=50_000, metadata={"ge": 1})
+    steps_per_iteration: int = field(default=1000, metadata={"ge": 1})
+    env: EnvConfig = EnvConfig()
+    dqn: DQNParams = DQNParams()
+    dyna: PlanningParams = PlanningParams()
+    losse: LosseParams = LosseParams()
+    nn: NNModelParams = NNModelParams()
+
+
+class DynaTrainer(DQNTrainer):
+    """Dyna-DQN, ``algorithm = "dyna"`` (see `experiments.run` for the protocol)."""
+
+    Config = DynaConfig
+
+    def __init__(self, config: DynaConfig) -> None:
+        super().__init__(config)
+        dyna = config.dyna
+        bounds = bounds_for(self.env.observation_space, config.env.obs_low, config.env.obs_high)
+        model_seq, plan_seq = self.seed_seq.spawn(2)
+        if dyna.model == "losse":
+            self.model = LosseWorldModel(
+                bounds, self.n_actions, config.losse, np.random.default_rng(model_seq)
+            )
+        else:
+            mode = "replay" if dyna.model == "nn_replay" else "online"
+            self.model = NNWorldModel(bounds, self.n_actions, config.nn, mode, int_seed(model_seq))
+        self.plan_rng = np.random.default_rng(plan_seq)
+        self.imagined = ReplayBuffer(dyna.imagined_buffer, self.obs_dim)
+        self.heldout = ReplayBuffer(max(dyna.heldout_size, 1), self.obs_dim)
+        self.model_updates = 0
+        self.planning_credit = 0.0
+        self.model_seconds = 0.0
+        self.planning_seconds = 0.0
+        self._iteration_seconds = (0.0, 0.0)
+
+    # -- hooks ------------------------------------------------------------------------------
+    def on_transition(
+        self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool
+    ) -> None:
+        dyna = self.config.dyna
+        if (
+            len(self.heldout) < dyna.heldout_size
+            and self.env_steps % dyna.heldout_every == dyna.heldout_every - 1
+        ):
+            self.heldout.add(obs, action, reward, next_obs, terminated)
+            return
+        t0 = time.process_time()
+        self.model.update(obs[None], [action], [reward], next_obs[None], [terminated])
+        self.model_seconds += time.process_time() - t0
+        self.model_updates += 1
+
+    def train_round(self) -> None:
+        super().train_round()
+        dyna, p = self.config.dyna, self.config.dqn
+        if self.model_updates < max(dyna.model_warmup, 1) or dyna.planning_ratio == 0:
+            return
+        t0 = time.process_time()
+        self._imagine()
+        self.planning_credit += dyna.planning_ratio * p.gradient_steps
+        while self.planning_credit >= 1.0:
+            self.planning_credit -= 1.0
+            batch = self.imagined.sample(p.batch_size, self.plan_rng)
+            self.losses.append(self.learner.train(batch))
+            self.gradient_steps += 1
+        self.planning_seconds += time.process_time() - t0
+
+    def _imagine(self) -> None:
+        dyna = self.config.dyna
+        starts = max(1, round(dyna.rollouts_per_step * self.config.dqn.train_every))
+        obs = self.replay.sample(starts, self.plan_rng)["obs"].astype(np.float64)
+        eps = self.epsilon()
+        for _ in range(dyna.horizon):
+            greedy = self.learner.greedy(obs)
+            explore = self.plan_rng.random(len(obs)) < eps
+            action = np.where(explore, self.plan_rng.integers(0, self.n_actions, len(obs)), greedy)
+            next_obs, reward, terminated = self.model.predict(obs, action)
+            self.imagined.add(obs, action, reward, next_obs, terminated)
+            obs = next_obs[~terminated]
+            if len(obs) == 0:
+                break
+
+    def iteration_start(self) -> None:
+        self._iteration_seconds = (self.model_seconds, self.planning_seconds)
+
+    def extra_figures(self) -> dict[str, float]:
+        n = max(self.iteration_steps, 1)
+        model_s = self.model_seconds - self._iteration_seconds[0]
+        plan_s = self.planning_seconds - self._iteration_seconds[1]
+        if len(self.heldout) and self.model_updates:
+            errors = heldout_errors(self.model, self._heldout_batch())
+        else:
+            names = ("model_error_state", "model_error_reward", "model_error_done")
+            errors = dict.fromkeys(names, float("nan"))
+        return {
+            **errors,
+            "model_seconds_per_step": model_s / n,
+            "planning_seconds_per_step": plan_s / n,
+            "imagined": len(self.imagined),
+            "clipped_observations": self.model.bounds.clipped,
+            **self.model.figures(),
+        }
+
+    def _heldout_batch(self) -> dict[str, np.ndarray]:
+        h = self.heldout
+        return {
+            "obs": h.obs[: h.size],
+            "action": h.action[: h.size],
+            "reward": h.reward[: h.size],
+            "next_obs": h.next_obs[: h.size],
+            "terminated": h.terminated[: h.size],
+        }
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "model": self.model.state_dict(),
+            "plan_rng": self.plan_rng.bit_generator.state,
+            "imagined": self.imagined.state_dict(),
+            "heldout": self.heldout.state_dict(),
+            "model_updates": self.model_updates,
+            "planning_credit": self.planning_credit,
+            "model_seconds": self.model_seconds,
+            "planning_seconds": self.planning_seconds,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.model.load_state_dict(state["model"])
+        self.plan_rng.bit_generator.state = state["plan_rng"]
+        self.imagined.load_state_dict(state["imagined"])
+        self.heldout.load_state_dict(state["heldout"])
+        self.model_updates = state["model_updates"]
+        self.planning_credit = state["planning_credit"]
+        self.model_seconds = state["model_seconds"]
+        self.planning_seconds = state["planning_seconds"]

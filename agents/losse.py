@@ -1,0 +1,126 @@
+"""The Losse world model: one sparse FTL regressor per action on a shared Losse encoding.
+
+Per-action rather than a joint (state, action) encoding, because:
+- actions here are discrete and few (2-3 in classic control), and their effects differ
+  sharply (push left / right): separate regressors never let one action's data move another's
+  predictions, whereas a one-hot action fed through the random projection shares lattice cells
+  between actions by an amount fixed by chance;
+- the cost per transition is the same (one regressor is updated), and imagination encodes a
+  state once and reads any action's regressor from the same (index, value) pairs;
+- the price is no generalisation across actions, small with so few actions.
+
+Each transition is learned once, when it happens (single pass, no replay of real data), by the
+exact sparse FTL update of `kernels.losse`. Inputs are the normalised states (see
+`agents.world_model`) times ``input_scale`` (default 1: on 5,000 random Acrobot transitions
+it gave a held-out state error of 0.0059 against 0.0092 for 3, CartPole and MountainCar being
+near 0 either way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agents.world_model import ObservationBounds, model_targets
+from kernels.losse import LosseEncoder, SparseFTL
+
+__all__ = ["LosseParams", "LosseWorldModel"]
+
+
+@dataclass(frozen=True)
+class LosseParams:
+    num_grids: int = field(default=50, metadata={"ge": 1})
+    num_bins: int = field(default=5, metadata={"ge": 1})
+    bin_dim: int = field(default=2, metadata={"ge": 1})
+    eps: float = field(default=1e-5, metadata={"gt": 0})
+    input_scale: float = field(default=1.0, metadata={"gt": 0})
+
+
+class LosseWorldModel:
+    """``update`` learns transitions; ``predict`` returns (next_obs, reward, terminated)."""
+
+    def __init__(
+        self,
+        bounds: ObservationBounds,
+        n_actions: int,
+        params: LosseParams,
+        rng: np.random.Generator,
+    ) -> None:
+        self.bounds = bounds
+        self.n_actions = n_actions
+        self.params = params
+        self.encoder = LosseEncoder(
+            bounds.dim, params.num_grids, params.num_bins, params.bin_dim, rng
+        )
+        self.regressors = [
+            SparseFTL(self.encoder.dim, bounds.dim + 2, params.eps) for _ in range(n_actions)
+        ]
+
+    def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.encoder.encode(self.params.input_scale * x)
+
+    def _check_actions(self, action: np.ndarray, n: int) -> np.ndarray:
+        action = np.asarray(action).reshape(-1)
+        if action.shape[0] != n:
+            raise ValueError(f"{action.shape[0]} actions for {n} observations")
+        if action.size and (action.min() < 0 or action.max() >= self.n_actions):
+            raise ValueError(f"actions must lie in [0, {self.n_actions}), got {action}")
+        return action
+
+    def update(
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+    ) -> None:
+        """Learn one transition (or a batch, one after another)."""
+        x = self.bounds.normalize(obs)
+        next_x = self.bounds.normalize(next_obs)
+        action = self._check_actions(action, x.shape[0])
+        idx, val = self._encode(x)
+        y = model_targets(x, np.reshape(reward, -1), next_x, np.reshape(terminated, -1))
+        for a in np.unique(action):
+            rows = np.flatnonzero(action == a)
+            self.regressors[a].update(idx[rows], val[rows], y[rows])
+
+    def predict_normalized(self, x: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """Targets [delta, reward, terminated] predicted for normalised states x (n, dim)."""
+        action = self._check_actions(action, x.shape[0])
+        idx, val = self._encode(x)
+        out = np.empty((x.shape[0], self.bounds.dim + 2))
+        for a in np.unique(action):
+            rows = np.flatnonzero(action == a)
+            out[rows] = self.regressors[a].predict(idx[rows], val[rows])
+        return out
+
+    def predict(
+        self, obs: np.ndarray, action: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch prediction: (next_obs (n, dim), reward (n,), terminated (n,) bool)."""
+        x = self.bounds.normalize(obs, count=False)
+        y = self.predict_normalized(x, action)
+        next_obs = self.bounds.denormalize(np.clip(x + y[:, :-2], -1.0, 1.0))
+        return next_obs, y[:, -2], y[:, -1] > 0.5
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "model_pairs": sum(r.pairs for r in self.regressors),
+            "model_mbytes": sum(r.nbytes for r in self.regressors) / 1e6,
+            "model_ill_conditioned": sum(r.ill_conditioned for r in self.regressors),
+            "model_failed_solves": sum(r.failed_solves for r in self.regressors),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "encoder": self.encoder.state_dict(),
+            "regressors": [r.state_dict() for r in self.regressors],
+            "clipped": self.bounds.clipped,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.encoder = LosseEncoder.from_state_dict(state["encoder"])
+        self.regressors = [SparseFTL.from_state_dict(s) for s in state["regressors"]]
+        self.bounds.clipped = state["clipped"]

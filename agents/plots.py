@@ -1,0 +1,192 @@
+"""Plots of DQN / Dyna runs from their ``metrics.csv``, one run or several grouped by method.
+
+- ``plot_run(run_dir)``: return vs environment steps, held-out model error vs steps (Dyna),
+  CPU seconds per environment step split into model, planning and the rest.
+- ``plot_comparison(groups, out_dir)``: the same figures with the mean and the min-max spread
+  over seeds for each method; ``summarize(groups)``: the table of issue 7 (sample efficiency =
+  mean return over all episodes of the run, final return = mean of the last 10 episodes,
+  compute per step), each as mean and standard deviation over seeds.
+
+From the shell (one LABEL=RUN_DIR,RUN_DIR,... per method; prints the table, writes the plots):
+
+    python -m agents.plots --out runs/compare DQN=runs/dqn-s0,runs/dqn-s1 Losse=runs/dyna-s0
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_comparison", "plot_run", "read_metrics", "summarize"]
+
+
+def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
+    """metrics.csv as float columns ({} when absent or empty)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {}
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _compute_parts(m: dict[str, np.ndarray]) -> dict[str, float]:
+    total = float(np.mean(m["cpu_seconds_per_step"]))
+    model = float(np.mean(m.get("model_seconds_per_step", [0.0])))
+    planning = float(np.mean(m.get("planning_seconds_per_step", [0.0])))
+    return {"model": model, "planning": planning, "acting + DQN": max(total - model - planning, 0)}
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    m = read_metrics(run_dir)
+    if not m:
+        return []
+    return plot_comparison({run_dir.name: [run_dir]}, run_dir / "plots")
+
+
+def _stack(runs: list[dict[str, np.ndarray]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and a (seeds, rows) array of ``key``, cut to the shortest run."""
+    n = min(len(r["step"]) for r in runs)
+    return runs[0]["step"][:n], np.array([r[key][:n] for r in runs])
+
+
+def plot_comparison(groups: dict[str, list[Path]], out_dir: Path) -> list[Path]:
+    """Figures comparing methods (``groups``: label -> run folders, one per seed)."""
+    data = {label: [read_metrics(d) for d in dirs] for label, dirs in groups.items()}
+    data = {label: [r for r in runs if r] for label, runs in data.items()}
+    data = {label: runs for label, runs in data.items() if runs}
+    if not data:
+        return []
+    out_dir = Path(out_dir)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, runs in data.items():
+        steps, values = _stack(runs, "return_last10")
+        mean = np.nanmean(values, axis=0)
+        ax.plot(steps, mean, label=f"{label} ({len(runs)} seeds)")
+        if len(runs) > 1:
+            ax.fill_between(steps, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("return (last 10 episodes)")
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, out_dir / "returns.png"))
+
+    with_model = {k: v for k, v in data.items() if "model_error_state" in v[0]}
+    if with_model:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, runs in with_model.items():
+            steps, values = _stack(runs, "model_error_state")
+            ax.plot(steps, np.nanmean(values, axis=0), label=label)
+            if len(runs) > 1:
+                ax.fill_between(steps, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.2)
+        ax.set_yscale("log")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("held-out next-state MSE (normalised)")
+        ax.set_title("model error on early transitions")
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, out_dir / "model_error.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    labels = list(data)
+    bottom = np.zeros(len(labels))
+    for part in ("acting + DQN", "planning", "model"):
+        ms = np.array([np.mean([_compute_parts(r)[part] for r in data[lb]]) * 1e3 for lb in labels])
+        ax.bar(labels, ms, bottom=bottom, label=part)
+        bottom += ms
+    ax.set_ylabel("CPU ms per environment step")
+    ax.tick_params(axis="x", labelsize=8, rotation=15)
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, out_dir / "compute.png"))
+    return paths
+
+
+def summarize(groups: dict[str, list[Path]]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """label -> figure -> (mean, std, seeds) over the groups' finished runs."""
+    table = {}
+    for label, dirs in groups.items():
+        runs = [m for m in (read_metrics(d) for d in dirs) if m]
+        if not runs:
+            continue
+        figures = {
+            "auc_return": [r["return_mean_all"][-1] for r in runs],
+            "final_return": [r["return_last10"][-1] for r in runs],
+            "cpu_ms_per_step": [1e3 * float(np.mean(r["cpu_seconds_per_step"])) for r in runs],
+            "steps": [r["step"][-1] for r in runs],
+        }
+        if "model_error_state" in runs[0]:
+            figures["model_error_first"] = [
+                r["model_error_state"][np.isfinite(r["model_error_state"])][0] for r in runs
+            ]
+            figures["model_error_last"] = [r["model_error_state"][-1] for r in runs]
+        table[label] = {
+            k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in figures.items()
+        }
+    return table
+
+
+def format_summary(table: dict[str, dict[str, tuple[float, float, int]]]) -> str:
+    """``summarize``'s table as fixed-width text (mean ± std over seeds)."""
+    head = (
+        f"{'method':>18} {'seeds':>5} {'steps':>7} | {'mean return (AUC)':>17} "
+        f"{'final return':>14} | {'CPU ms/step':>11} | {'model err first':>15} {'last':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for label, t in table.items():
+        pm = {
+            k: f"{t[k][0]:.{2 if k == 'cpu_ms_per_step' else 1}f} ± "
+            f"{t[k][1]:.{2 if k == 'cpu_ms_per_step' else 1}f}"
+            for k in ("auc_return", "final_return", "cpu_ms_per_step")
+        }
+        sci = {
+            k: f"{t[k][0]:.2e}" if k in t else "-"
+            for k in ("model_error_first", "model_error_last")
+        }
+        lines.append(
+            f"{label:>18} {t['steps'][2]:>5} {t['steps'][0]:>7.0f} | {pm['auc_return']:>17} "
+            f"{pm['final_return']:>14} | {pm['cpu_ms_per_step']:>11} | "
+            f"{sci['model_error_first']:>15} {sci['model_error_last']:>9}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="compare DQN / Dyna runs: table and plots")
+    parser.add_argument("groups", nargs="+", metavar="LABEL=DIR[,DIR...]")
+    parser.add_argument("--out", required=True, help="folder for the comparison plots")
+    args = parser.parse_args(argv)
+    groups = {}
+    for text in args.groups:
+        label, sep, dirs = text.partition("=")
+        if not sep or not dirs:
+            parser.error(f"{text!r}: expected LABEL=DIR[,DIR...]")
+        groups[label] = [Path(d) for d in dirs.split(",")]
+        missing = [d for d in groups[label] if not (d / "metrics.csv").is_file()]
+        if missing:
+            parser.error(f"{missing[0]}: no metrics.csv (not a run folder?)")
+    print(format_summary(summarize(groups)))
+    for path in plot_comparison(groups, Path(args.out)):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""What every world model here shares: observation bounds, regression targets, held-out error.
+
+Conventions. Observations are normalised to [-1, 1] per dimension from fixed bounds (the
+observation space's, or the config's where those are infinite); values outside are clipped and
+counted, never passed on as out-of-range inputs. Fixed bounds rather than running statistics:
+a Losse encoding of a moving normalisation would change what every feature means, which is
+forgetting by another name. A model predicts, from (s, a), the target vector
+y = [s'_n - s_n, r, terminated] (n: normalised, terminated in {0, 1}); the next state is
+s_n + delta clipped to [-1, 1], and termination is predicted when its output exceeds 0.5.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = ["ObservationBounds", "WorldModel", "bounds_for", "heldout_errors", "model_targets"]
+
+
+class ObservationBounds:
+    """Affine map of [low, high] onto [-1, 1]; counts the observations it had to clip."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+        bad = np.flatnonzero(~(np.isfinite(low) & np.isfinite(high)))
+        if bad.size:
+            raise ValueError(
+                f"observation bounds are infinite in dimensions {bad.tolist()}: give finite "
+                "env.obs_low and env.obs_high in the config"
+            )
+        if (low >= high).any():
+            raise ValueError(f"observation bounds need low < high, got {low} and {high}")
+        self.low, self.high = low, high
+        self.clipped = 0
+
+    @property
+    def dim(self) -> int:
+        return self.low.shape[0]
+
+    def normalize(self, obs: np.ndarray, count: bool = True) -> np.ndarray:
+        """(n, dim) observations -> (n, dim) in [-1, 1]; rows with a clipped value are counted."""
+        obs = np.asarray(obs, np.float64).reshape(-1, self.dim)
+        if not np.isfinite(obs).all():
+            raise ValueError(f"observation with a non-finite value: {obs[~np.isfinite(obs)][:3]}")
+        x = 2.0 * (obs - self.low) / (self.high - self.low) - 1.0
+        outside = (np.abs(x) > 1.0).any(axis=1)
+        if count:
+            self.clipped += int(outside.sum())
+        return np.clip(x, -1.0, 1.0)
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        return self.low + (np.asarray(x) + 1.0) * 0.5 * (self.high - self.low)
+
+
+def bounds_for(space: gym.spaces.Box, low: tuple = (), high: tuple = ()) -> ObservationBounds:
+    """Bounds from the config when given, else from the observation space."""
+    if low:
+        return ObservationBounds(np.array(low), np.array(high))
+    return ObservationBounds(space.low, space.high)
+
+
+def model_targets(
+    x: np.ndarray, reward: np.ndarray, next_x: np.ndarray, terminated: np.ndarray
+) -> np.ndarray:
+    """(n, dim + 2) targets [next_x - x, reward, terminated] from normalised states."""
+    return np.column_stack(
+        [next_x - x, np.asarray(reward, np.float64), np.asarray(terminated, np.float64)]
+    )
+
+
+class WorldModel(Protocol):
+    bounds: ObservationBounds
+
+    def update(
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+    ) -> None: ...
+
+    def predict_normalized(self, x: np.ndarray, action: np.ndarray) -> np.ndarray: ...
+
+    def predict(
+        self, obs: np.ndarray, action: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+def heldout_errors(model: WorldModel, heldout: dict[str, np.ndarray]) -> dict[str, float]:
+    """Errors on held-out transitions: MSE of the normalised next state, MSE of the reward, and
+    the rate of wrong termination predictions."""
+    x = model.bounds.normalize(heldout["obs"], count=False)
+    next_x = model.bounds.normalize(heldout["next_obs"], count=False)
+    y = model.predict_normalized(x, heldout["action"])
+    pred_next = np.clip(x + y[:, :-2], -1.0, 1.0)
+    return {
+        "model_error_state": float(np.mean((pred_next - next_x) ** 2)),
+        "model_error_reward": float(np.mean((y[:, -2] - heldout["reward"]) ** 2)),
+        "model_error_done": float(np.mean((y[:, -1] > 0.5) != (heldout["terminated"] > 0.5))),
+    }

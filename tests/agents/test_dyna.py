@@ -1,0 +1,173 @@
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agents.dqn import DQNTrainer
+from agents.dyna import DynaTrainer
+from agents.plots import main as compare_main
+from agents.plots import plot_comparison, summarize
+from experiments.config import ConfigError, apply_overrides, from_dict, read_toml
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small MLPs: one thread (as the trainers use), restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+CONFIGS = Path(__file__).parents[2] / "experiments" / "configs"
+QUICK = [
+    "budget=600",
+    "steps_per_iteration=200",
+    "dqn.learning_starts=100",
+    "dqn.hidden=[32]",
+    "dqn.batch_size=16",
+    "dqn.train_every=10",
+    "dqn.gradient_steps=2",
+    "dqn.exploration_steps=300",
+]
+DYNA_QUICK = [
+    "dyna.model_warmup=100",
+    "dyna.heldout_size=20",
+    "dyna.horizon=2",
+    "losse.num_grids=10",
+    "nn.hidden=[16]",
+    "nn.scale_from=50",
+    "nn.replay_every=50",
+    "nn.replay_gradient_steps=5",
+]
+
+
+def _config(name: str, overrides=()):
+    path = CONFIGS / name
+    data = apply_overrides(read_toml(path), list(overrides))
+    cls = DynaTrainer if data["algorithm"] == "dyna" else DQNTrainer
+    return cls, from_dict(cls.Config, data, str(path))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("d[qy]*_*.toml")))
+def test_configs_load(name):
+    cls, config = _config(name)
+    assert config.algorithm in ("dqn", "dyna")
+    assert config.budget == (100_000 if "mountaincar" in name else 50_000)
+
+
+def _run(cls, config, iterations=None) -> tuple[object, list[dict]]:
+    trainer = cls(config)
+    rows = []
+    while not trainer.done and (iterations is None or len(rows) < iterations):
+        rows.append(trainer.iterate(None))
+    return trainer, rows
+
+
+def _same_rows(a: list[dict], b: list[dict]) -> None:
+    timing = (
+        "seconds_per_step",
+        "cpu_seconds_per_step",
+        "model_seconds_per_step",
+        "planning_seconds_per_step",
+    )
+    for ra, rb in zip(a, b, strict=True):
+        np.testing.assert_equal(
+            {k: v for k, v in ra.items() if k not in timing},
+            {k: v for k, v in rb.items() if k not in timing},
+        )
+
+
+@pytest.mark.parametrize(
+    "name, extra",
+    [
+        ("dqn_cartpole.toml", []),
+        ("dyna_acrobot.toml", DYNA_QUICK),
+        ("dyna_mountaincar.toml", [*DYNA_QUICK, "dyna.model=nn_replay"]),
+        ("dyna_cartpole.toml", [*DYNA_QUICK, "dyna.model=nn_online"]),
+    ],
+)
+def test_resume_gives_the_same_run(name, extra):
+    cls, config = _config(name, [*QUICK, *extra])
+    full, rows = _run(cls, config)
+    assert full.step == 600 and len(rows) == 3
+    assert full.gradient_steps > 0
+    first, head = _run(cls, config, iterations=1)
+    resumed = cls(config)
+    resumed.load_state_dict(pickle.loads(pickle.dumps(first.state_dict())))
+    tail = []
+    while not resumed.done:
+        tail.append(resumed.iterate(None))
+    _same_rows(rows, head + tail)
+    for a, b in zip(full.learner.q.parameters(), resumed.learner.q.parameters(), strict=True):
+        assert bool((a == b).all())
+    if cls is DynaTrainer:
+        assert np.isfinite(rows[-1]["model_error_state"])
+        assert len(full.imagined) > 0 and len(full.heldout) == 20
+
+
+def test_dyna_reports_model_figures_and_clipping():
+    cls, config = _config(
+        "dyna_cartpole.toml", [*QUICK, *DYNA_QUICK, "env.obs_high=[0.1, 4, 0.25, 4]"]
+    )
+    _, rows = _run(cls, config)
+    last = rows[-1]
+    assert last["clipped_observations"] > 0  # x > 0.1 is common: clipped and counted
+    assert last["model_pairs"] > 0 and last["model_failed_solves"] == 0
+    assert last["imagined"] > 0 and last["planning_seconds_per_step"] > 0
+
+
+def test_bad_environments_are_named():
+    with pytest.raises(ValueError, match="Pendulum-v1.*Discrete action space"):
+        DQNTrainer(_config("dqn_acrobot.toml", ["env.id=Pendulum-v1"])[1])
+    with pytest.raises(ValueError, match="infinite in dimensions"):
+        DynaTrainer(_config("dyna_cartpole.toml", ["env.obs_low=[]", "env.obs_high=[]"])[1])
+    with pytest.raises(ValueError, match="NoSuchEnv"):
+        DQNTrainer(_config("dqn_acrobot.toml", ["env.id=NoSuchEnv-v0"])[1])
+    with pytest.raises(ConfigError, match="dyna.model"):
+        _config("dyna_acrobot.toml", ["dyna.model=tabular"])
+    with pytest.raises(ConfigError, match="obs_low must be below"):
+        _config(
+            "dyna_acrobot.toml",
+            ["env.obs_low=[1, 1, 1, 1, 1, 1]", "env.obs_high=[0, 0, 0, 0, 0, 0]"],
+        )
+
+
+def test_plots_and_summary(tmp_path, capsys):
+    from experiments.run import MetricsLog
+
+    groups = {}
+    for label, name in (("dqn", "dqn_cartpole.toml"), ("dyna", "dyna_cartpole.toml")):
+        groups[label] = []
+        for seed in (0, 1):
+            cls, config = _config(
+                name, [*QUICK, *DYNA_QUICK[: 3 if label == "dyna" else 0], f"seed={seed}"]
+            )
+            run_dir = tmp_path / f"{label}{seed}"
+            run_dir.mkdir()
+            log = MetricsLog(run_dir / "metrics.csv")
+            trainer = cls(config)
+            while not trainer.done:
+                figures = trainer.iterate(None)
+                log.append({"step": trainer.step, "wall_time": 0.0, **figures})
+            groups[label].append(run_dir)
+    paths = plot_comparison(groups, tmp_path / "plots")
+    assert {p.name for p in paths} == {"returns.png", "model_error.png", "compute.png"}
+    assert all(p.stat().st_size > 0 for p in paths)
+    table = summarize(groups)
+    assert table["dyna"]["steps"] == (600.0, 0.0, 2)
+    assert "model_error_last" in table["dyna"] and "model_error_last" not in table["dqn"]
+    assert [p.name for p in trainer.plot(groups["dyna"][0])] == [
+        "returns.png",
+        "model_error.png",
+        "compute.png",
+    ]
+    dirs = ",".join(str(d) for d in groups["dyna"])
+    compare_main(["--out", str(tmp_path / "cmp"), f"Dyna-Losse={dirs}"])
+    printed = capsys.readouterr().out
+    assert "mean return (AUC)" in printed and "Dyna-Losse" in printed
+    assert (tmp_path / "cmp" / "returns.png").is_file()
+    with pytest.raises(SystemExit):
+        compare_main(["--out", str(tmp_path / "cmp2"), f"x={tmp_path / 'nothing'}"])

@@ -1,0 +1,127 @@
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.losse import LosseParams, LosseWorldModel
+from agents.nn_world_model import NNModelParams, NNWorldModel
+from agents.world_model import ObservationBounds, bounds_for, heldout_errors
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small MLPs: one thread (as the trainers use), restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _transitions(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A damped oscillator in [-1, 1]^2 with two actions pushing the velocity up or down; the
+    episode terminates when the position passes 0.9; reward = -position^2."""
+    rng = np.random.default_rng(seed)
+    obs = rng.uniform(-1, 1, (n, 2))
+    action = rng.integers(0, 2, n)
+    nxt = obs + 0.05 * np.column_stack([obs[:, 1], -obs[:, 0] + np.where(action == 1, 1, -1)])
+    return {
+        "obs": obs,
+        "action": action,
+        "reward": -(obs[:, 0] ** 2),
+        "next_obs": nxt,
+        "terminated": (nxt[:, 0] > 0.9).astype(float),
+    }
+
+
+def test_bounds_normalise_clip_and_count():
+    b = ObservationBounds(np.array([0.0, -2.0]), np.array([10.0, 2.0]))
+    x = b.normalize(np.array([[5.0, 0.0], [20.0, -2.0], [-1.0, 3.0]]))
+    np.testing.assert_allclose(x, [[0, 0], [1, -1], [-1, 1]])
+    assert b.clipped == 2  # rows 1 and 2 were outside
+    np.testing.assert_allclose(b.denormalize(x[:1]), [[5.0, 0.0]])
+    with pytest.raises(ValueError, match="non-finite"):
+        b.normalize(np.array([[np.nan, 0.0]]))
+    with pytest.raises(ValueError, match=r"infinite in dimensions \[1, 3\].*obs_low"):
+        bounds_for(gym.make("CartPole-v1").observation_space)
+    assert bounds_for(gym.make("CartPole-v1").observation_space, (-1,) * 4, (1,) * 4).dim == 4
+
+
+def test_losse_model_learns_in_one_pass_and_reloads_identically():
+    data, held = _transitions(3000), _transitions(300, seed=1)
+    bounds = ObservationBounds(-np.ones(2), np.ones(2))
+    model = LosseWorldModel(bounds, 2, LosseParams(), np.random.default_rng(0))
+    model.update(
+        data["obs"][:1500],
+        data["action"][:1500],
+        data["reward"][:1500],
+        data["next_obs"][:1500],
+        data["terminated"][:1500],
+    )
+    clone = LosseWorldModel(bounds, 2, LosseParams(), np.random.default_rng(99))
+    clone.load_state_dict(pickle.loads(pickle.dumps(model.state_dict())))
+    for m in (model, clone):
+        m.update(
+            data["obs"][1500:],
+            data["action"][1500:],
+            data["reward"][1500:],
+            data["next_obs"][1500:],
+            data["terminated"][1500:],
+        )
+    errors = heldout_errors(model, held)
+    naive = np.mean((held["next_obs"] - held["obs"]) ** 2 / 4)  # "nothing moves", normalised
+    assert errors["model_error_state"] < 0.01 * naive
+    assert errors["model_error_reward"] < 1e-3
+    assert errors["model_error_done"] < 0.05
+    np.testing.assert_array_equal(
+        model.predict(held["obs"], held["action"])[0], clone.predict(held["obs"], held["action"])[0]
+    )
+    nxt, reward, term = model.predict(held["obs"], held["action"])
+    assert nxt.shape == (300, 2) and reward.shape == (300,) and term.dtype == bool
+
+
+def test_losse_model_keeps_actions_apart():
+    bounds = ObservationBounds(-np.ones(2), np.ones(2))
+    model = LosseWorldModel(bounds, 2, LosseParams(), np.random.default_rng(0))
+    obs = np.zeros((1, 2))
+    before = model.predict_normalized(obs, [1])
+    model.update(obs, [0], [1.0], obs + 0.1, [0.0])
+    np.testing.assert_array_equal(model.predict_normalized(obs, [1]), before)
+    assert model.predict_normalized(obs, [0])[0, -2] > 0.5
+    with pytest.raises(ValueError, match=r"actions must lie in \[0, 2\)"):
+        model.update(obs, [2], [1.0], obs, [0.0])
+
+
+@pytest.mark.parametrize("mode", ["replay", "online"])
+def test_nn_model_trains_and_reloads(mode):
+    data = _transitions(1200)
+    bounds = ObservationBounds(-np.ones(2), np.ones(2))
+    params = NNModelParams(hidden=(32,), replay_every=100, replay_gradient_steps=20, scale_from=200)
+    model = NNWorldModel(bounds, 2, params, mode, seed=0)
+    for i in range(600):
+        model.update(
+            data["obs"][i : i + 1],
+            data["action"][i : i + 1],
+            data["reward"][i : i + 1],
+            data["next_obs"][i : i + 1],
+            data["terminated"][i : i + 1],
+        )
+    assert model.gradient_steps > 0 and model.scale is not None
+    assert model.stored == (600 if mode == "replay" else 600 % params.online_batch)
+    clone = NNWorldModel(bounds, 2, params, mode, seed=5)
+    clone.load_state_dict(pickle.loads(pickle.dumps(model.state_dict())))
+    for m in (model, clone):
+        m.update(
+            data["obs"][600:],
+            data["action"][600:],
+            data["reward"][600:],
+            data["next_obs"][600:],
+            data["terminated"][600:],
+        )
+    held = _transitions(100, seed=3)
+    np.testing.assert_array_equal(
+        model.predict(held["obs"], held["action"])[0], clone.predict(held["obs"], held["action"])[0]
+    )
+    with pytest.raises(ValueError, match="mode"):
+        NNWorldModel(bounds, 2, params, "sometimes", seed=0)

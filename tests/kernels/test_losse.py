@@ -1,0 +1,181 @@
+"""Losse encoder and sparse FTL update against their plain-NumPy references."""
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels.losse import (
+    DenseFTLReference,
+    LosseEncoder,
+    SparseFTL,
+    encode_reference,
+    losse_dim,
+    ridge_ftl_solution,
+)
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean fraction of active features two batches of encodings share, row by row."""
+    return float(np.mean([len(np.intersect1d(p, q)) / len(p) for p, q in zip(a, b, strict=True)]))
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    grids=st.integers(1, 6),
+    bins=st.integers(1, 8),
+    bin_dim=st.integers(1, 3),
+    d_in=st.integers(1, 5),
+    seed=st.integers(0, 2**31),
+    scale=st.sampled_from([0.1, 1.0, 50.0]),
+)
+def test_encoder_matches_reference_and_weights_sum_to_one(grids, bins, bin_dim, d_in, seed, scale):
+    rng = np.random.default_rng(seed)
+    enc = LosseEncoder(d_in, grids, bins, bin_dim, rng)
+    x = rng.normal(0.0, scale, (7, d_in))
+    idx, val = enc.encode(x)
+    ref_idx, ref_val = encode_reference(x, enc.projection, grids, bins, bin_dim)
+    assert idx.shape == val.shape == (7, grids * 2**bin_dim)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(val, ref_val, atol=1e-12)
+    per_grid = val.reshape(7, grids, 2**bin_dim)
+    np.testing.assert_allclose(per_grid.sum(axis=2), 1.0, atol=1e-12)
+    assert (val >= 0).all() and (val <= 1).all()
+    # each grid's vertices stay in that grid's slice of [0, d), and all k are distinct
+    size = (bins + 2) ** bin_dim
+    grid_of = idx.reshape(7, grids, -1) // size
+    np.testing.assert_array_equal(grid_of, np.arange(grids)[None, :, None] + 0 * grid_of)
+    assert all(len(np.unique(row)) == idx.shape[1] for row in idx)
+    assert idx.max() < losse_dim(grids, bins, bin_dim) == enc.dim
+
+
+def test_encoder_is_local():
+    rng = np.random.default_rng(0)
+    enc = LosseEncoder(4, 50, 5, 2, np.random.default_rng(3))
+    x = rng.uniform(-2, 2, (200, 4))
+    near = _overlap(enc.encode(x)[0], enc.encode(x + 1e-3)[0])
+    far = _overlap(enc.encode(x)[0], enc.encode(-x)[0])
+    assert near > 0.95
+    assert far < 0.5
+    # overlap falls as the distance grows
+    steps = [_overlap(enc.encode(x)[0], enc.encode(x + r)[0]) for r in (0.01, 0.1, 0.5, 2.0)]
+    assert all(a > b for a, b in zip(steps, steps[1:], strict=False))
+
+
+def test_encoder_bad_input():
+    enc = LosseEncoder(3, 4, 3, 2)
+    with pytest.raises(ValueError, match=r"shape \(n, 3\)"):
+        enc.encode(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="row 1"):
+        enc.encode(np.array([[0.0, 0, 0], [np.nan, 0, 0]]))
+    with pytest.raises(ValueError, match="num_bins"):
+        LosseEncoder(3, 4, 0, 2)
+    with pytest.raises(ValueError, match="2\\^31"):
+        LosseEncoder(3, 10_000, 1000, 3)
+
+
+def _stream(seed: int, n: int, d_in: int = 3, out: int = 2, grids: int = 10, bins: int = 4):
+    rng = np.random.default_rng(seed)
+    enc = LosseEncoder(d_in, grids, bins, 2, rng)
+    x = np.clip(np.cumsum(rng.normal(0.0, 0.3, (n, d_in)), axis=0), -3, 3)
+    y = np.column_stack([np.sin(x.sum(axis=1)), x[:, 0] * x[:, -1]])[:, :out]
+    idx, val = enc.encode(x)
+    return enc, idx, val, y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sparse_update_matches_dense_reference(seed):
+    enc, idx, val, y = _stream(seed, 120)
+    sparse = SparseFTL(enc.dim, 2, eps=1e-4, block_size=8, blocks=1)  # forces growth
+    dense = DenseFTLReference(enc.dim, 2, eps=1e-4)
+    sparse.update(idx[:50], val[:50], y[:50])
+    for n in range(50):
+        dense.update(idx[n], val[n], y[n])
+    for n in range(50, 120):  # single-sample calls give the same as a batch call
+        sparse.update(idx[n], val[n], y[n])
+        dense.update(idx[n], val[n], y[n])
+    np.testing.assert_allclose(sparse.W, dense.W, atol=1e-9 * np.abs(dense.W).max())
+    np.testing.assert_allclose(sparse.C, dense.C, atol=1e-12)
+    np.testing.assert_array_equal(sparse.dense_rows(np.arange(enc.dim)), dense.A)
+    assert sparse.t == dense.t == 120
+    assert sparse.pairs == np.count_nonzero(dense.A)
+    np.testing.assert_allclose(sparse.predict(idx, val), dense.predict(idx, val), atol=1e-9)
+
+
+def test_one_dimensional_regression_is_within_two_percent_of_exact_ftl():
+    rng = np.random.default_rng(0)
+    enc = LosseEncoder(1, 50, 5, 2, np.random.default_rng(1))
+    x = rng.uniform(-np.pi, np.pi, (200, 1))
+    y = np.sin(x)
+    idx, val = enc.encode(x)
+    model = SparseFTL(enc.dim, 1, eps=1e-5)
+    model.update(idx, val, y)
+    exact = ridge_ftl_solution(idx, val, y, enc.dim, 1e-5)
+    gap = np.linalg.norm(model.W - exact) / np.linalg.norm(exact)
+    assert gap < 0.02
+    mse = np.mean((model.predict(idx, val) - y) ** 2)
+    assert mse < 1e-5
+
+
+def test_passes_converge_to_the_exact_ridge_solution():
+    """Feeding the data again leaves the FTL objective unchanged (A, C and t all double), so
+    passes are extra block-coordinate sweeps: the gap to the exact solution shrinks."""
+    rng = np.random.default_rng(0)
+    enc = LosseEncoder(4, 50, 3, 2, np.random.default_rng(1))
+    x = rng.uniform(-1, 1, (400, 4))
+    y = np.sin(x.sum(axis=1, keepdims=True)) + x[:, :1] ** 2
+    idx, val = enc.encode(2 * x)
+    exact = ridge_ftl_solution(idx, val, y, enc.dim, 1e-5)
+    exact_mse = np.mean((np.einsum("nk,nko->no", val, exact[idx]) - y) ** 2)
+    model = SparseFTL(enc.dim, 1, eps=1e-5)
+    errors, gaps = [], []
+    for _ in range(4):
+        model.update(idx, val, y)
+        errors.append(np.mean((model.predict(idx, val) - y) ** 2))
+        gaps.append(np.linalg.norm(model.W - exact) / np.linalg.norm(exact))
+    assert errors[1] < errors[0]
+    assert errors[-1] < 2 * exact_mse
+    assert all(a > b for a, b in zip(gaps, gaps[1:], strict=False))
+
+
+def test_save_and_reload_gives_identical_results():
+    enc, idx, val, y = _stream(5, 200)
+    model = SparseFTL(enc.dim, 2, block_size=16, blocks=2)
+    model.update(idx[:100], val[:100], y[:100])
+    clone = SparseFTL.from_state_dict(pickle.loads(pickle.dumps(model.state_dict())))
+    enc2 = LosseEncoder.from_state_dict(pickle.loads(pickle.dumps(enc.state_dict())))
+    np.testing.assert_array_equal(enc2.encode(np.ones((2, 3)))[1], enc.encode(np.ones((2, 3)))[1])
+    model.update(idx[100:], val[100:], y[100:])
+    clone.update(idx[100:], val[100:], y[100:])
+    np.testing.assert_array_equal(model.W, clone.W)
+    np.testing.assert_array_equal(model.predict(idx, val), clone.predict(idx, val))
+    assert (model.t, model.pairs) == (clone.t, clone.pairs)
+
+
+def test_ill_conditioned_and_failed_solves_are_counted():
+    enc, idx, val, y = _stream(0, 5)
+    tiny = SparseFTL(enc.dim, 2, eps=1e-14)  # rank-1 block + 1e-14 I: solvable, badly conditioned
+    tiny.update(idx, val, y)
+    assert tiny.ill_conditioned >= 1 and np.isfinite(tiny.W).all()
+    broken = SparseFTL(enc.dim, 2, eps=1e-300)  # eps below rounding: Cholesky fails
+    broken.update(idx, val, y)
+    assert broken.failed_solves >= 1 and broken.t == 5 and np.isfinite(broken.W).all()
+
+
+def test_sparse_update_bad_input():
+    model = SparseFTL(10, 1)
+    with pytest.raises(ValueError, match="repeats a feature index"):
+        model.update(np.array([1, 1]), np.array([0.5, 0.5]), np.array([1.0]))
+    assert model.t == 0  # the rejected sample left no trace
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        model.update(np.array([1, 10]), np.array([0.5, 0.5]), np.array([1.0]))
+    with pytest.raises(ValueError, match="row 0"):
+        model.update(np.array([1, 2]), np.array([0.5, 0.5]), np.array([np.nan]))
+    with pytest.raises(ValueError, match="targets must have shape"):
+        model.update(np.array([1, 2]), np.array([0.5, 0.5]), np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="eps"):
+        SparseFTL(10, 1, eps=0.0)
+    model.update(np.array([1, 2]), np.array([0.5, 0.5]), np.array([1.0]))
+    assert model.t == 1
