@@ -95,9 +95,16 @@ def plot_archive_map(trainer: Any, path: Path) -> Path:
 
 
 def plot_coverage_curve(metrics: dict[str, np.ndarray], path: Path, title: str) -> Path:
+    """Coverage against evaluations; with ``coverage_archive`` in the metrics, both definitions:
+    every exploration evaluation (SERENE's) and the archive only (TAXONS's)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     if metrics:
-        ax.plot(metrics["step"], 100 * metrics["coverage"], lw=1.5)
+        both = "coverage_archive" in metrics
+        label = "every exploration evaluation (SERENE)" if both else None
+        ax.plot(metrics["step"], 100 * metrics["coverage"], lw=1.5, label=label)
+        if both:
+            ax.plot(metrics["step"], 100 * metrics["coverage_archive"], label="archive (TAXONS)")
+            ax.legend(fontsize=8)
     ax.set_xlabel("evaluations")
     ax.set_ylabel("coverage of the ground-truth grid (%)")
     ax.set_title(title)

@@ -21,7 +21,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from envs.qd_task import QDTask  # noqa: E402
-from qd.plots import _decorate, _draw_background, read_metrics  # noqa: E402
+from qd.plots import (  # noqa: E402
+    _decorate,
+    _draw_background,
+    plot_coverage_curve,
+    read_metrics,
+)
 
 
 def plot_archive_with_rewards(trainer: Any, path: Path) -> Path:
@@ -88,22 +93,6 @@ def plot_reward_curves(metrics: dict[str, np.ndarray], n_areas: int, path: Path)
     return path
 
 
-def plot_coverages(metrics: dict[str, np.ndarray], path: Path, title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if metrics:
-        ax.plot(metrics["step"], 100 * metrics["coverage"], label="exploration evaluations")
-        ax.plot(metrics["step"], 100 * metrics["coverage_archive"], label="novelty archive")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("evaluations")
-    ax.set_ylabel("coverage of the ground-truth grid (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def plot_emitter_timeline(timeline: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for e in timeline:
@@ -153,6 +142,6 @@ def plot_serene(trainer: Any, run_dir: Path) -> list[Path]:
     return [
         plot_archive_with_rewards(trainer, plots / "archive_map.png"),
         plot_reward_curves(metrics, len(trainer.reward_areas), plots / "reward_curves.png"),
-        plot_coverages(metrics, plots / "coverage.png", f"SERENE, seed {trainer.config.seed}"),
+        plot_coverage_curve(metrics, plots / "coverage.png", f"SERENE, seed {trainer.config.seed}"),
         plot_emitter_timeline(trainer.timeline, plots / "emitter_timeline.png"),
     ]

@@ -24,7 +24,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from envs.qd_task import QDTask  # noqa: E402
-from qd.plots import _decorate, _draw_background, plot_coverage_heatmap, read_metrics  # noqa: E402
+from qd.plots import (  # noqa: E402
+    _decorate,
+    _draw_background,
+    plot_coverage_curve,
+    plot_coverage_heatmap,
+    read_metrics,
+)
 
 __all__ = ["pca_2d", "plot_latent_space", "plot_reconstructions", "plot_taxons"]
 
@@ -93,22 +99,6 @@ def plot_reconstructions(trainer: Any, path: Path, count: int = 8) -> Path:
     return path
 
 
-def plot_coverages(metrics: dict[str, np.ndarray], path: Path, title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if metrics:
-        ax.plot(metrics["step"], 100 * metrics["coverage"], label="every evaluation (SERENE)")
-        ax.plot(metrics["step"], 100 * metrics["coverage_archive"], label="archive (TAXONS)")
-        ax.legend()
-    ax.set_xlabel("evaluations")
-    ax.set_ylabel("ground-truth coverage (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def plot_taxons(trainer: Any, run_dir: Path) -> list[Path]:
     plots = Path(run_dir) / "plots"
     plots.mkdir(exist_ok=True)
@@ -117,6 +107,6 @@ def plot_taxons(trainer: Any, run_dir: Path) -> list[Path]:
     return [
         plot_latent_space(trainer, plots / "latent_vs_ground_truth.png"),
         plot_reconstructions(trainer, plots / "reconstructions.png"),
-        plot_coverages(metrics, plots / "coverage.png", title),
+        plot_coverage_curve(metrics, plots / "coverage.png", title),
         plot_coverage_heatmap(trainer, plots / "coverage_heatmap.png"),
     ]
