@@ -270,15 +270,10 @@ class CurlingBox2D(_CurlingBase):
 def _check_batch(genomes, hidden, bias_per_neuron, action_scale, max_steps, horizon):
     """Validated (genomes, layer sizes, max_steps, horizon) or a one-line ValueError."""
     sizes = (OBS_DIM, *(int(h) for h in hidden), ACT_DIM)
-    try:
-        genomes = mlp.check_genomes(genomes, sizes, bias_per_neuron)
-    except ValueError as exc:
-        raise ValueError(f"Curling: {exc}") from None
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1:
-        raise ValueError(f"Curling: max_steps must be an integer >= 1, got {max_steps!r}")
-    if not math.isfinite(action_scale):
-        raise ValueError(f"Curling: action_scale must be finite, got {action_scale!r}")
-    return genomes, sizes, int(max_steps), _check_horizon(horizon)
+    genomes, max_steps = mlp.check_rollout_batch(
+        "Curling", genomes, sizes, bias_per_neuron, action_scale, max_steps
+    )
+    return genomes, sizes, max_steps, _check_horizon(horizon)
 
 
 def _results(out: np.ndarray) -> dict[str, np.ndarray]:

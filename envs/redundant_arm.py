@@ -137,14 +137,9 @@ def evaluate_batch(
     Returns ``descriptor`` (n, 2) final end effector, ``reward`` (n,), ``reward_area`` (n,)
     (the goal index when the reward is > 0, else -1) and ``steps`` (n,)."""
     sizes = (arm.DOF, *(int(h) for h in hidden), arm.DOF)
-    try:
-        genomes = mlp.check_genomes(genomes, sizes, bias_per_neuron)
-    except ValueError as exc:
-        raise ValueError(f"RedundantArm: {exc}") from None
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1:
-        raise ValueError(f"RedundantArm: max_steps must be an integer >= 1, got {max_steps!r}")
-    if not math.isfinite(action_scale):
-        raise ValueError(f"RedundantArm: action_scale must be finite, got {action_scale!r}")
+    genomes, max_steps = mlp.check_rollout_batch(
+        "RedundantArm", genomes, sizes, bias_per_neuron, action_scale, max_steps
+    )
     out = np.empty((genomes.shape[0], 5))
     arm.rollout_mlp_batch(
         genomes,

@@ -98,6 +98,28 @@ def check_genomes(
     return g
 
 
+def check_rollout_batch(
+    env: str,
+    genomes: np.ndarray,
+    layer_sizes: Sequence[int],
+    bias_per_neuron: bool,
+    action_scale: float,
+    max_steps: int,
+) -> tuple[np.ndarray, int]:
+    """The arguments every compiled batch rollout takes, validated: (genomes, max_steps).
+
+    Errors are one line, prefixed with the environment's name."""
+    try:
+        genomes = check_genomes(genomes, layer_sizes, bias_per_neuron)
+    except ValueError as exc:
+        raise ValueError(f"{env}: {exc}") from None
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1:
+        raise ValueError(f"{env}: max_steps must be an integer >= 1, got {max_steps!r}")
+    if not np.isfinite(action_scale):
+        raise ValueError(f"{env}: action_scale must be finite, got {action_scale!r}")
+    return genomes, int(max_steps)
+
+
 @njit(cache=True)
 def forward_buffers(sizes: np.ndarray) -> np.ndarray:
     """Scratch space for ``forward``: two rows as wide as the widest layer."""
