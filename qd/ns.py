@@ -9,6 +9,13 @@ iteration and counts against the budget.
 
 Budget unit: evaluations. The run stops after the first generation that reaches the budget (the
 overshoot is at most one generation, and is reported in ``step``).
+
+A genome whose rollout raises (an environment error in a worker) is, by default
+(``ns.on_error = "drop"``), recorded in the run folder's ``errors.jsonl`` with its traceback and
+left out of the generation: it counts against the budget (the rollout was attempted) and in the
+``failed_evaluations`` column, but enters neither the population, the archive, the coverage nor
+the rewards. ``on_error = "raise"`` stops the run at the first such error instead (checkpoint
+intact). A generation in which every genome fails stops the run with an error.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 
+from envs.errors import is_error
 from envs.qd_task import ControllerSpec, EvaluationItem, QDTask, TaskKey, evaluate_item
 from qd.archive import NoveltyArchive
 from qd.metrics import CoverageGrid, RewardAreaTracker
@@ -74,6 +82,7 @@ class NSConfig:
     skip_nearest: bool = True
     genomes_per_item: int = field(default=10, metadata={"ge": 1})
     coverage_bins: int = field(default=50, metadata={"ge": 1})
+    on_error: Literal["drop", "raise"] = "drop"
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,10 @@ class NoveltySearchConfig:
     def __post_init__(self) -> None:
         if self.ns.archive_add > self.ns.pop_size * self.ns.offspring_per_parent:
             raise ValueError("ns.archive_add cannot exceed the number of offspring")
+
+
+class AllRolloutsFailed(RuntimeError):
+    """Every rollout of a batch raised (``on_error = "drop"`` left nothing to go on with)."""
 
 
 def mutate(genomes: np.ndarray, sigma: float, limit: float, rng: np.random.Generator) -> np.ndarray:
@@ -116,6 +129,7 @@ class NoveltySearch:
         self.coverage = CoverageGrid(task.gt_low, task.gt_high, config.ns.coverage_bins)
         self.rewards = RewardAreaTracker(len(self.reward_areas))
         self.evaluations = 0
+        self.failed_evaluations = 0
         self.generation = 0
         self.population: dict[str, np.ndarray] | None = None
         self.archive: NoveltyArchive | None = None
@@ -155,12 +169,17 @@ class NoveltySearch:
             "archive_size": len(self.archive) if self.archive is not None else 0,
             "coverage": self.coverage.coverage,
             "mean_novelty": self.last_novelty,
+            "failed_evaluations": self.failed_evaluations,
             **self.rewards.figures(),
         }
 
     # -- one generation ---------------------------------------------------------------------
     def _rollouts(self, genomes: np.ndarray, executor) -> dict[str, np.ndarray]:
-        """Roll out ``genomes`` through the executor (no bookkeeping); adds a ``genome`` column."""
+        """Roll out ``genomes`` through the executor (no bookkeeping); adds a ``genome`` column.
+
+        With ``on_error = "drop"`` the rows of genomes whose rollout raised are left out (see the
+        module docstring); ``self.failed_evaluations`` counts them.
+        """
         per = self.config.ns.genomes_per_item
         starts = range(0, len(genomes), per)
         if self.config.env.seeding == "fixed":
@@ -171,10 +190,44 @@ class NoveltySearch:
             EvaluationItem(self.task_key, self.controller, genomes[s : s + per], seed)
             for s, seed in zip(starts, seeds, strict=True)
         ]
-        parts = executor.map(evaluate_item, items)
+        if self.config.ns.on_error == "raise":
+            parts = executor.map(evaluate_item, items)
+            ok = np.ones(len(genomes), dtype=bool)
+        else:
+            parts, ok = self._rollouts_dropping_failures(items, executor)
+        if not parts:
+            self.failed_evaluations += len(genomes)
+            raise AllRolloutsFailed(
+                f"every one of {len(genomes)} rollouts raised; see errors.jsonl in the run folder"
+            )
         out = {k: np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in parts[0]}
-        out["genome"] = genomes
+        out["genome"] = genomes[ok]
+        self.failed_evaluations += int(np.count_nonzero(~ok))
         return out
+
+    def _rollouts_dropping_failures(self, items: list[EvaluationItem], executor):
+        """Map the items returning errors; the genomes of a failed item are rolled out again one
+        per item, so that only the genomes that raise themselves are dropped."""
+        results = executor.map(evaluate_item, items, errors="return")
+        parts, ok = [], []
+        retry = [
+            dataclasses.replace(item, genomes=item.genomes[j : j + 1])
+            for item, r in zip(items, results, strict=True)
+            if is_error(r)
+            for j in range(len(item.genomes))
+        ]
+        singles = iter(executor.map(evaluate_item, retry, errors="return") if retry else [])
+        for item, r in zip(items, results, strict=True):
+            if not is_error(r):
+                parts.append(r)
+                ok.extend([True] * len(item.genomes))
+                continue
+            for _ in range(len(item.genomes)):
+                single = next(singles)
+                ok.append(not is_error(single))
+                if not is_error(single):
+                    parts.append(single)
+        return parts, np.asarray(ok, dtype=bool)
 
     def _evaluate(self, genomes: np.ndarray, executor) -> dict[str, np.ndarray]:
         out = self._rollouts(genomes, executor)
@@ -208,7 +261,8 @@ class NoveltySearch:
         n_par = len(parents)
         if ns.archive_add:
             if ns.archive_selection == "random":
-                chosen = rng.choice(len(offspring_genomes), ns.archive_add, replace=False)
+                n_off = len(offspring["genome"])
+                chosen = rng.choice(n_off, min(ns.archive_add, n_off), replace=False)
             else:
                 chosen = np.argsort(-novelty[n_par:], kind="stable")[: ns.archive_add]
             self.archive.add(
@@ -242,6 +296,7 @@ class NoveltySearch:
             "coverage": self.coverage.counts,
             "rewards": (self.rewards.best, self.rewards.first_hit),
             "evaluations": self.evaluations,
+            "failed_evaluations": self.failed_evaluations,
             "generation": self.generation,
             "population": self.population,
             "archive": self.archive,
@@ -256,6 +311,7 @@ class NoveltySearch:
         self.coverage.counts = state["coverage"]
         self.rewards.best, self.rewards.first_hit = state["rewards"]
         self.evaluations = state["evaluations"]
+        self.failed_evaluations = state["failed_evaluations"]
         self.generation = state["generation"]
         self.population = state["population"]
         self.archive = state["archive"]

@@ -54,7 +54,14 @@ from qd.emitters import (
     make_emitter,
 )
 from qd.metrics import CoverageGrid, RewardAreaTracker
-from qd.ns import ControllerConfig, EnvConfig, NoveltySearch, NSConfig, random_genomes
+from qd.ns import (
+    AllRolloutsFailed,
+    ControllerConfig,
+    EnvConfig,
+    NoveltySearch,
+    NSConfig,
+    random_genomes,
+)
 from qd.schedulers import EXPLOIT, EXPLORE, make_scheduler
 
 TIMELINE_COLUMNS = ("chunk", "kind", "event", "emitter", "start", "end", "detail")
@@ -361,8 +368,17 @@ class Serene(NoveltySearch):
     def _emitter_round(self, emitter: Emitter, executor) -> None:
         """One evaluation round of an emitter, through the executor like every rollout."""
         genomes = emitter.ask(self.rng)
-        out = self._rollouts(genomes, executor)
-        n = len(genomes)
+        failed, n = self.failed_evaluations, len(genomes)
+        try:
+            out = self._rollouts(genomes, executor)
+        except AllRolloutsFailed:
+            out = None
+        if self.failed_evaluations > failed:
+            # Counted (attempted) but unusable: an emitter needs every offspring's reward.
+            self.evaluations += n
+            self.exploitation_evaluations += n
+            self._chunk_left -= n
+            raise EmitterFailure(f"{self.failed_evaluations - failed} of {n} rollouts raised")
         out["evaluation"] = np.arange(self.evaluations, self.evaluations + n)
         self.rewards.add(out["reward"], out["reward_area"], self.evaluations)
         self.evaluations += n

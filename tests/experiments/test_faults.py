@@ -158,20 +158,40 @@ def test_raised_error_is_recorded_before_the_batch_raises(tmp_path, ray_executor
     assert record["type"] == "RuntimeError" and "in step" in record["traceback"]
 
 
+FRAGILE_RUN = [
+    f"env.id='{FRAGILE}'",
+    "env.descriptor='final_observation'",
+    "controller.hidden=[2]",
+    "budget=200",
+    "ns.pop_size=20",
+]
+
+
 def test_raising_environment_in_a_run_keeps_checkpoint_and_records(tmp_path):
-    sets = [
-        f"env.id='{FRAGILE}'",
-        "env.descriptor='final_observation'",
-        "controller.hidden=[2]",
-        "budget=200",
-        "ns.pop_size=20",
-    ]
+    sets = [*FRAGILE_RUN, "ns.on_error='raise'"]
     trainer, run_dir = start_run(CONFIG, sets, tmp_path / "run")
     with pytest.raises(RuntimeError, match="actuator overload"):
         train(trainer, run_dir, SerialExecutor(), progress=False)
     record = json.loads((run_dir / "errors.jsonl").read_text().splitlines()[0])
     assert record["type"] == "RuntimeError" and "in step" in record["traceback"]
     assert load_run(run_dir)[0].step == 0  # the step-0 checkpoint is intact
+
+
+def test_raising_genomes_are_dropped_and_the_run_goes_on(tmp_path):
+    trainer, run_dir = start_run(CONFIG, FRAGILE_RUN, tmp_path / "run")
+    train(trainer, run_dir, SerialExecutor(), progress=False)
+    assert trainer.done and trainer.failed_evaluations > 0
+    records = [json.loads(x) for x in (run_dir / "errors.jsonl").read_text().splitlines()]
+    # Each failing genome is recorded on its own when its item is rolled out again genome by
+    # genome (besides the record of the item it first failed in), with its traceback.
+    assert all("actuator overload" in r["message"] and "in step" in r["traceback"] for r in records)
+    assert len(records) > trainer.failed_evaluations
+    # Nothing that failed was kept: every population and archive genome rolls out cleanly.
+    kept = np.concatenate([trainer.population["genome"], trainer.archive["genome"]])
+    items = [EvaluationItem(trainer.task_key, trainer.controller, g[None, :], 0) for g in kept]
+    assert not any(is_error(r) for r in SerialExecutor().map(evaluate_item, items, "return"))
+    rows = _metric_rows(run_dir)
+    assert int(rows[-1]["failed_evaluations"]) == trainer.failed_evaluations
 
 
 def _metric_rows(run_dir: Path) -> list[dict]:

@@ -124,7 +124,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err == (
         f"sparserl: error: {CONFIG}: unknown key 'ns.pop_sise' (known: pop_size, "
         "offspring_per_parent, mutation_sigma, genome_limit, k, archive_add, archive_selection, "
-        "skip_nearest, genomes_per_item, coverage_bins)"
+        "skip_nearest, genomes_per_item, coverage_bins, on_error)"
     )
     assert main(["run", "--resume", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
