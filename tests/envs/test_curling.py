@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -18,6 +20,7 @@ from envs.curling import (
 from kernels import curling as phys
 from kernels import mlp
 
+DATA = Path(__file__).with_name("data")
 SIZES = (6, 5, 5, 5, 2)
 HIDDEN = (5, 5, 5)
 
@@ -143,6 +146,41 @@ def test_statistics_match_box2d_small():
 @pytest.mark.slow
 def test_statistics_match_box2d():
     check_statistics(10_000, seed=1)
+
+
+def perturbed_rewarding_genomes(n, rng, sigma=0.05):
+    """n copies of the 40 stored rewarding genomes (data/make_curling_rewarding.py), each with
+    N(0, sigma) on every gene, as novelty search's mutation would make them."""
+    base = np.load(DATA / "curling_rewarding.npy")
+    g = base[rng.integers(0, len(base), n)] + rng.normal(0.0, sigma, (n, base.shape[1]))
+    return np.clip(g, -5.0, 5.0)
+
+
+def check_hit_rates(n, seed):
+    """Random genomes never reach a goal, so the hit rates are compared near rewarding genomes:
+    two independent perturbed sets, one per engine; each area's hit rate must pass Fisher's
+    two-sample test at the 1 % level, and the reference must hit each area often enough for the
+    test to mean something."""
+    pytest.importorskip("Box2D")
+    from envs.curling import evaluate_batch_box2d
+
+    rng_ref, rng_ours = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    ref = evaluate_batch_box2d(perturbed_rewarding_genomes(n, rng_ref), HIDDEN)
+    ours = evaluate_batch(perturbed_rewarding_genomes(n, rng_ours), HIDDEN)
+    for area in range(len(REWARD_AREAS)):
+        a = int((ref["reward_area"] == area).sum())
+        c = int((ours["reward_area"] == area).sum())
+        assert a >= n // 20, (area, a, c)
+        assert fisher_exact([[a, n - a], [c, n - c]])[1] >= 0.01, (area, a, c)
+
+
+def test_hit_rates_match_box2d_small():
+    check_hit_rates(300, seed=0)
+
+
+@pytest.mark.slow
+def test_hit_rates_match_box2d():
+    check_hit_rates(10_000, seed=1)
 
 
 def test_descriptor_background_rows_follow_y():
