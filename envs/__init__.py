@@ -21,6 +21,10 @@ _ENVIRONMENTS = {
 # The Box2D reference of Curling, when the `envs` extra (gymnasium[box2d]) is installed.
 if importlib.util.find_spec("Box2D") is not None:
     _ENVIRONMENTS["sparserl/CurlingBox2D-v0"] = ("envs.curling:CurlingBox2D", 500)
+# The MuJoCo Ant maze, when the `envs` extra (gymnasium[mujoco]) is installed; SERENE's 3000
+# steps (STAX's 1000: qd.md quirk 5, see envs/antmaze.py).
+if importlib.util.find_spec("mujoco") is not None:
+    _ENVIRONMENTS["sparserl/AntMaze-v0"] = ("envs.antmaze:AntMaze", 3000)
 
 
 def _register_all() -> None:

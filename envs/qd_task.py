@@ -11,8 +11,9 @@ turns a batch of genomes into rollouts, and returns per genome:
 - ``reward_area``: the index of the reward area reached (``info["rew_area"]`` at the end of the
   episode, when the reward is > 0), else -1.
 
-Our own environments register a compiled batch path (HardMaze: the whole episode in one Numba
-loop); any other environment is stepped through the Gymnasium API. Descriptors are a built-in
+Our own environments register a batch path (HardMaze: the whole episode in one Numba loop;
+AntMaze: MuJoCo stepped directly, reset with the item's seed); any other environment is stepped
+through the Gymnasium API. Descriptors are a built-in
 name (``final_observation``, or ``default`` for the environment's own) or ``module:function``,
 called as ``function(observations, info) -> array`` with the episode's observations
 (``(T + 1, obs_dim)``) and the last ``info``.
@@ -53,6 +54,8 @@ class FastPath:
     reward_areas: tuple[tuple[tuple[float, ...], float], ...] = ()
     background: Callable[[], np.ndarray] | None = None
     y_down: bool = False
+    # The evaluator takes the item's ``seed`` (environments with reset noise, e.g. AntMaze).
+    seeded: bool = False
 
 
 def _hardmaze_fast_path() -> FastPath:
@@ -97,10 +100,25 @@ def _redundant_arm_fast_path() -> FastPath:
     )
 
 
+def _antmaze_fast_path() -> FastPath:
+    from envs import antmaze
+
+    return FastPath(
+        evaluate=antmaze.evaluate_batch,
+        gt_low=antmaze.GT_LOW,
+        gt_high=antmaze.GT_HIGH,
+        reward_areas=antmaze.REWARD_AREAS,
+        background=antmaze.descriptor_background,
+        y_down=False,
+        seeded=True,
+    )
+
+
 FAST_PATHS: dict[str, Callable[[], FastPath]] = {
     "sparserl/HardMaze-v0": _hardmaze_fast_path,
     "sparserl/Curling-v0": _curling_fast_path,
     "sparserl/RedundantArm-v0": _redundant_arm_fast_path,
+    "sparserl/AntMaze-v0": _antmaze_fast_path,
 }
 
 BUILTIN_DESCRIPTORS = ("default", "final_observation")
@@ -205,6 +223,7 @@ class QDTask:
                 bias_per_neuron=controller.bias_per_neuron,
                 action_scale=controller.action_scale,
                 max_steps=self.max_steps,
+                **({"seed": seed} if self.fast.seeded else {}),
                 # Environment options (e.g. the arm's horizon) apply to the compiled path too.
                 **dict(self.key.env_kwargs),
             )
