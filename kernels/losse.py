@@ -17,10 +17,12 @@ Sparse FTL update (world_models.md §1.4), one sample (S, v, y) at a time:
 which is an exact minimisation of the ridge FTL objective (1/t)|Phi W - Y|^2 + eps |W|^2 over the
 active rows of W, the others held fixed. A = Phi^T Phi only ever gains entries in S x S blocks,
 so `SparseFTL` stores it by rows, each row a chain of fixed-size blocks of (column, value)
-entries: memory grows with the co-activated pairs, never with d^2, and one update costs
-O(sum of the active rows' lengths + k^3), independent of the number of samples seen. The rhs
-is computed as C[S] - sum over the columns outside S, which is the formula above with the S x S
-terms cancelled exactly.
+entries, features renumbered in the order they are first seen: memory grows with the
+co-activated pairs, never with d^2, and one update costs O(sum of the active rows' lengths +
+k^3), independent of the number of samples seen. The rhs is computed as C[S] - sum over the
+columns outside S, which is the formula above with the S x S terms cancelled exactly. One scan
+of each active row does both the S x S accumulation and that sum; the k x k system is solved
+by a Cholesky factorisation written for one core (see `_cholesky_solve`).
 
 - ``encode_reference`` / ``DenseFTLReference`` / ``ridge_ftl_solution``: plain NumPy references
   (dense A, exactly the formula above; the exact ridge solution) that the tests compare against.
@@ -245,29 +247,88 @@ def ridge_ftl_solution(
 
 # ----------------------------------------------------------------------------- sparse FTL
 
-# counters: [blocks used, samples seen t, stored pairs, ill-conditioned solves, failed solves]
-_BLOCKS, _T, _PAIRS, _ILL, _FAILED = range(5)
+# counters: [samples seen t, stored pairs, ill-conditioned solves, failed solves, slots used,
+#            blocks used]
+_T, _PAIRS, _ILL, _FAILED, _SLOTS, _BLOCKS = range(6)
+# W is stored LANES columns at a time (zero-padded): a row scan gathers one such group per
+# entry into LANES scalar accumulators, which stay in registers (an accumulator array would
+# make every entry wait for a store and a reload)
+LANES = 8
+# default block size: max(k, MIN_BLOCK) entries, so a new row (k entries) fills one block
+MIN_BLOCK = 64
 
 
-@njit(cache=True, fastmath=True)
-def _cholesky(G, L):
-    """Lower Cholesky factor of G into L (row-oriented: contiguous dot products); False when a
-    pivot is not positive. Our own rather than LAPACK's: a multi-threaded BLAS spinning on
+@njit(cache=True)
+def _cholesky_solve(G, k, out):
+    """Solve G[:, :k] X = G[:, k:] in place (G: (k, k + out_dim), the symmetric positive
+    definite part read from its upper triangle). Row j of G becomes row j of U (U^T U =
+    G[:, :k]) extended by U^-T rhs, so the forward substitution rides along; X goes to out.
+    Returns max U_jj / min U_jj, or 0.0 when a pivot is not positive.
+
+    Rows are built four at a time by subtracting earlier rows in order (contiguous axpys):
+    these vectorise without fastmath, every sum has a fixed order, and four rows share each
+    load of an earlier row. Our own rather than LAPACK's: a multi-threaded BLAS spinning on
     a 200 x 200 factorisation per sample ran 30x slower on a loaded 2-core machine."""
-    k = G.shape[0]
-    for i in range(k):
-        for j in range(i + 1):
-            s = 0.0
-            for p in range(j):
-                s += L[i, p] * L[j, p]
-            s = G[i, j] - s
-            if i == j:
-                if not (s > 0.0):
-                    return False
-                L[i, i] = math.sqrt(s)
-            else:
-                L[i, j] = s / L[j, j]
-    return True
+    width = G.shape[1]
+    lo, hi = np.inf, 0.0
+    for jb in range(0, k, 4):
+        n = width - jb
+        if jb + 4 <= k:
+            r0 = G[jb, jb:]
+            r1 = G[jb + 1, jb:]
+            r2 = G[jb + 2, jb:]
+            r3 = G[jb + 3, jb:]
+            for p in range(jb):
+                up = G[p, jb:]
+                c0, c1, c2, c3 = up[0], up[1], up[2], up[3]
+                for q in range(n):
+                    x = up[q]
+                    r0[q] -= c0 * x
+                    r1[q] -= c1 * x
+                    r2[q] -= c2 * x
+                    r3[q] -= c3 * x
+        else:
+            for j in range(jb, k):
+                rj = G[j, jb:]
+                for p in range(jb):
+                    up = G[p, jb:]
+                    c = up[j - jb]
+                    for q in range(n):
+                        rj[q] -= c * up[q]
+        # the rows of this block, each from the ones before it (entries left of the diagonal
+        # are scratch: only the upper triangle is read)
+        for j in range(jb, min(jb + 4, k)):
+            uj = G[j, j:]
+            for p in range(jb, j):
+                up = G[p, j:]
+                c = up[0]
+                for q in range(width - j):
+                    uj[q] -= c * up[q]
+            d = uj[0]
+            if not (d > 0.0):
+                return 0.0
+            r = math.sqrt(d)
+            uj[0] = r
+            for q in range(1, width - j):
+                uj[q] = uj[q] / r
+            lo = min(lo, r)
+            hi = max(hi, r)
+    # back substitution U X = Z, Z = G[:, k:], one output at a time along contiguous rows of
+    # Z^T (axpys again), with column j of U gathered once for all outputs
+    out_dim = width - k
+    zt = G[:, k:].T.copy()
+    col = np.empty(k)
+    for j in range(k - 1, -1, -1):
+        d = G[j, j]
+        for q in range(j):
+            col[q] = G[q, j]
+        for o in range(out_dim):
+            z = zt[o]
+            x = z[j] / d
+            out[j, o] = x
+            for q in range(j):
+                z[q] -= col[q] * x
+    return hi / lo if k else 1.0
 
 
 @njit(cache=True)
@@ -277,147 +338,220 @@ def _ftl_update_kernel(
     y,
     eps,
     start,
+    slot_of,
+    feat,
     pos,
+    W,
+    C,
     row_head,
     row_tail,
     row_fill,
     blk_col,
     blk_val,
     blk_next,
-    C,
-    W,
     counters,
 ):
     """Sequential FTL updates of samples start, start+1, ...; stops early (returning the next
-    sample's number) when the free blocks might not cover one more sample. Returns
-    (next sample, error): error -1 none, else the sample with a repeated index."""
+    sample's number) when the free slots or blocks might not cover one more sample. Returns
+    (next sample, error): error -1 none, else the sample with a repeated index (which leaves
+    no trace)."""
     n, k = idx.shape
     out_dim = y.shape[1]
+    groups = W.shape[1] // LANES
     block = blk_col.shape[1]
-    capacity = blk_col.shape[0]
-    worst = k * ((k + block - 1) // block + 1)
-    G = np.empty((k, k))
-    L = np.zeros((k, k))
-    rhs = np.empty((k, out_dim))
-    acc = np.empty(out_dim)
-    found = np.empty(k, np.bool_)
+    worst = k * ((k + block - 1) // block)
+    G = np.empty((k, k + out_dim))
+    X = np.empty((k, out_dim))
+    acc = np.empty(W.shape[1])
+    slots = np.empty(k, np.int64)
+    stamp = np.full(k, -1, np.int64)  # stamp[p] == s*k + m: column p found in row m of sample s
     for s in range(start, n):
-        if capacity - counters[_BLOCKS] < worst:
+        if feat.shape[0] - counters[_SLOTS] < k or blk_col.shape[0] - counters[_BLOCKS] < worst:
             return s, -1
+        # map features to slots (first seen, first numbered), marking the active ones
+        first_new = counters[_SLOTS]
         for m in range(k):
-            i = idx[s, m]
-            if pos[i] >= 0:
+            g = idx[s, m]
+            r = slot_of[g]
+            if r < 0:
+                r = counters[_SLOTS]
+                counters[_SLOTS] += 1
+                slot_of[g] = r
+                feat[r] = g
+            if pos[r] >= 0:
                 for q in range(m):
-                    pos[idx[s, q]] = -1
+                    pos[slots[q]] = -1
+                for q in range(first_new, counters[_SLOTS]):
+                    slot_of[feat[q]] = -1
+                counters[_SLOTS] = first_new
                 return s, s
-            pos[i] = m
+            pos[r] = m
+            slots[m] = r
         for m in range(k):
             for o in range(out_dim):
-                C[idx[s, m], o] += val[s, m] * y[s, o]
+                C[slots[m], o] += val[s, m] * y[s, o]
         counters[_T] += 1
         t = counters[_T]
         for m in range(k):
-            i = idx[s, m]
+            r = slots[m]
             vm = val[s, m]
-            found[:] = False
-            acc[:] = 0.0
-            blk = row_head[i]
+            mark = s * k + m
+            found = 0
+            # one pass over the row: add v_m v_p to the entries in S (and copy them to G),
+            # A[r, c] W[c] for the others (first LANES outputs)
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            blk = row_head[r]
             while blk >= 0:
-                filled = row_fill[i] if blk == row_tail[i] else block
-                for e in range(filled):
-                    c = blk_col[blk, e]
+                cols = blk_col[blk]
+                vals = blk_val[blk]
+                for e in range(row_fill[r] if blk == row_tail[r] else block):
+                    c = cols[e]
                     p = pos[c]
                     if p >= 0:
-                        a = blk_val[blk, e] + vm * val[s, p]
-                        blk_val[blk, e] = a
+                        a = vals[e] + vm * val[s, p]
+                        vals[e] = a
                         G[m, p] = a
-                        found[p] = True
+                        stamp[p] = mark
+                        found += 1
                     else:
-                        a = blk_val[blk, e]
-                        for o in range(out_dim):
-                            acc[o] += a * W[c, o]
+                        a = vals[e]
+                        w = W[c]
+                        a0 += a * w[0]
+                        a1 += a * w[1]
+                        a2 += a * w[2]
+                        a3 += a * w[3]
+                        a4 += a * w[4]
+                        a5 += a * w[5]
+                        a6 += a * w[6]
+                        a7 += a * w[7]
                 blk = blk_next[blk]
-            for p in range(k):
-                if found[p]:
-                    continue
-                if row_head[i] < 0 or row_fill[i] == block:
-                    nb = counters[_BLOCKS]
-                    counters[_BLOCKS] += 1
-                    blk_next[nb] = -1
-                    if row_head[i] < 0:
-                        row_head[i] = nb
-                    else:
-                        blk_next[row_tail[i]] = nb
-                    row_tail[i] = nb
-                    row_fill[i] = 0
-                a = vm * val[s, p]
-                blk_col[row_tail[i], row_fill[i]] = idx[s, p]
-                blk_val[row_tail[i], row_fill[i]] = a
-                row_fill[i] += 1
-                counters[_PAIRS] += 1
-                G[m, p] = a
+            acc[0], acc[1], acc[2], acc[3] = a0, a1, a2, a3
+            acc[4], acc[5], acc[6], acc[7] = a4, a5, a6, a7
+            # further outputs, LANES at a time, in further passes
+            for grp in range(1, groups):
+                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+                blk = row_head[r]
+                while blk >= 0:
+                    cols = blk_col[blk]
+                    vals = blk_val[blk]
+                    for e in range(row_fill[r] if blk == row_tail[r] else block):
+                        c = cols[e]
+                        if pos[c] < 0:
+                            a = vals[e]
+                            w = W[c, grp * LANES :]
+                            a0 += a * w[0]
+                            a1 += a * w[1]
+                            a2 += a * w[2]
+                            a3 += a * w[3]
+                            a4 += a * w[4]
+                            a5 += a * w[5]
+                            a6 += a * w[6]
+                            a7 += a * w[7]
+                    blk = blk_next[blk]
+                o = grp * LANES
+                acc[o], acc[o + 1], acc[o + 2], acc[o + 3] = a0, a1, a2, a3
+                acc[o + 4], acc[o + 5], acc[o + 6], acc[o + 7] = a4, a5, a6, a7
+            if found < k:
+                # new pairs go to the row's last block, then to new ones chained after it
+                tail = row_tail[r]
+                fill = row_fill[r]
+                for p in range(k):
+                    if stamp[p] == mark:
+                        continue
+                    if tail < 0 or fill == block:
+                        nb = counters[_BLOCKS]
+                        counters[_BLOCKS] += 1
+                        blk_next[nb] = -1
+                        if tail < 0:
+                            row_head[r] = nb
+                        else:
+                            blk_next[tail] = nb
+                        tail = nb
+                        fill = 0
+                    a = vm * val[s, p]
+                    blk_col[tail, fill] = slots[p]
+                    blk_val[tail, fill] = a
+                    fill += 1
+                    G[m, p] = a
+                row_tail[r] = tail
+                row_fill[r] = fill
+                counters[_PAIRS] += k - found
             for o in range(out_dim):
-                rhs[m, o] = (C[i, o] - acc[o]) / t
+                G[m, k + o] = (C[r, o] - acc[o]) / t
         for m in range(k):
-            for p in range(k):
-                G[m, p] /= t
+            row = G[m, m:k]
+            for p in range(k - m):
+                row[p] /= t
             G[m, m] += eps
-        ok = _cholesky(G, L)
-        if ok:
-            lo, hi = np.inf, 0.0
-            for m in range(k):
-                lo = min(lo, L[m, m])
-                hi = max(hi, L[m, m])
-            if not (lo > 0.0) or (hi / lo) ** 2 > ILL_CONDITIONED:
+        ratio = _cholesky_solve(G, k, X)
+        if ratio > 0.0:
+            if ratio * ratio > ILL_CONDITIONED:
                 counters[_ILL] += 1
-            # forward then backward substitution (L L^T X = rhs), both walking rows of L
-            for m in range(k):
-                for q in range(m):
-                    lmq = L[m, q]
-                    for o in range(out_dim):
-                        rhs[m, o] -= lmq * rhs[q, o]
-                for o in range(out_dim):
-                    rhs[m, o] /= L[m, m]
-            for m in range(k - 1, -1, -1):
-                for o in range(out_dim):
-                    rhs[m, o] /= L[m, m]
-                for q in range(m):
-                    lmq = L[m, q]
-                    for o in range(out_dim):
-                        rhs[q, o] -= lmq * rhs[m, o]
             for m in range(k):
                 for o in range(out_dim):
-                    W[idx[s, m], o] = rhs[m, o]
+                    W[slots[m], o] = X[m, o]
         else:
             # The sample stays recorded in A and C; its rows of W are solved at their next visit.
             counters[_FAILED] += 1
         for m in range(k):
-            pos[idx[s, m]] = -1
+            pos[slots[m]] = -1
     return n, -1
 
 
 @njit(cache=True)
-def _predict_kernel(idx, val, W, out):
+def _predict_kernel(idx, val, slot_of, W, out):
     for n in range(idx.shape[0]):
-        for o in range(W.shape[1]):
+        for o in range(out.shape[1]):
             out[n, o] = 0.0
         for m in range(idx.shape[1]):
-            j = idx[n, m]
-            for o in range(W.shape[1]):
-                out[n, o] += val[n, m] * W[j, o]
+            r = slot_of[idx[n, m]]
+            if r >= 0:
+                for o in range(out.shape[1]):
+                    out[n, o] += val[n, m] * W[r, o]
 
 
 @njit(cache=True)
-def _dense_rows_kernel(rows, row_head, row_tail, row_fill, blk_col, blk_val, blk_next, out):
+def _rows_to_csr(rows, row_head, row_tail, row_fill, blk_col, blk_val, blk_next, ptr, col, vals):
+    """Entries of the given rows, in row order, into CSR arrays; with col of length 0, only
+    the row lengths are written (into ptr[1:])."""
     block = blk_col.shape[1]
-    for r in range(rows.shape[0]):
-        i = rows[r]
-        blk = row_head[i]
+    q = 0
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        blk = row_head[r]
         while blk >= 0:
-            filled = row_fill[i] if blk == row_tail[i] else block
-            for e in range(filled):
-                out[r, blk_col[blk, e]] = blk_val[blk, e]
+            for e in range(row_fill[r] if blk == row_tail[r] else block):
+                if col.shape[0]:
+                    col[q] = blk_col[blk, e]
+                    vals[q] = blk_val[blk, e]
+                q += 1
             blk = blk_next[blk]
+        ptr[i + 1] = q
+
+
+@njit(cache=True)
+def _csr_to_rows(ptr, col, vals, row_head, row_tail, row_fill, blk_col, blk_val, blk_next):
+    """Rows 0, 1, ... from CSR arrays into chains of blocks (the inverse of _rows_to_csr);
+    returns the blocks used."""
+    block = blk_col.shape[1]
+    used = 0
+    for r in range(ptr.shape[0] - 1):
+        fill = block
+        for q in range(ptr[r], ptr[r + 1]):
+            if fill == block:
+                blk_next[used] = -1
+                if q == ptr[r]:
+                    row_head[r] = used
+                else:
+                    blk_next[row_tail[r]] = used
+                row_tail[r] = used
+                used += 1
+                fill = 0
+            blk_col[row_tail[r], fill] = col[q]
+            blk_val[row_tail[r], fill] = vals[q]
+            fill += 1
+        row_fill[r] = fill if ptr[r + 1] > ptr[r] else 0
+    return used
 
 
 class SparseFTL:
@@ -429,10 +563,22 @@ class SparseFTL:
     Counters: ``t`` samples seen, ``pairs`` stored entries of A, ``ill_conditioned`` solves
     whose condition bound exceeded ``ILL_CONDITIONED``, ``failed_solves`` (Cholesky failed: the
     sample is kept in A and C but W is not moved).
+
+    Layout. Features get slots in the order they are first seen, so the weights, targets'
+    sums and row heads of the features seen so far are small dense arrays that stay in cache
+    while a row of A is scanned, and a row's entries (appended sample by sample) point to
+    nearby slots. A row is a chain of blocks of ``block_size`` (column slot, value) entries
+    (default max(k, MIN_BLOCK), set by the first update: a new row fills one block). The
+    block store grows in place by a quarter (realloc), so memory tracks the stored pairs.
     """
 
     def __init__(
-        self, dim: int, out_dim: int, eps: float = 1e-5, block_size: int = 64, blocks: int = 1024
+        self,
+        dim: int,
+        out_dim: int,
+        eps: float = 1e-5,
+        block_size: int | None = None,
+        blocks: int = 1024,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
             raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
@@ -444,19 +590,23 @@ class SparseFTL:
             raise ValueError(
                 f"eps must be a finite number > 0 (it keeps solves regular), got {eps!r}"
             )
-        if block_size < 1 or blocks < 1:
+        if (block_size is not None and block_size < 1) or blocks < 1:
             raise ValueError(f"block_size and blocks must be >= 1, got {block_size}, {blocks}")
         self.dim, self.out_dim, self.eps = int(dim), int(out_dim), float(eps)
-        self.W = np.zeros((dim, out_dim))
-        self.C = np.zeros((dim, out_dim))
-        self._pos = np.full(dim, -1, np.int32)
-        self._row_head = np.full(dim, -1, np.int32)
-        self._row_tail = np.full(dim, -1, np.int32)
-        self._row_fill = np.zeros(dim, np.int32)
-        self._blk_col = np.empty((blocks, block_size), np.int32)
-        self._blk_val = np.empty((blocks, block_size))
-        self._blk_next = np.empty(blocks, np.int32)
-        self._counters = np.zeros(5, np.int64)
+        self.block_size = None if block_size is None else int(block_size)
+        self._initial_blocks = int(blocks)
+        self._slot_of = np.full(dim, -1, np.int32)
+        self._counters = np.zeros(6, np.int64)
+        self._feat = np.empty(0, np.int32)
+        self._pos = np.empty(0, np.int32)
+        self._W = np.zeros((0, -(-out_dim // LANES) * LANES))
+        self._C = np.zeros((0, out_dim))
+        self._row_head = np.empty(0, np.int32)
+        self._row_tail = np.empty(0, np.int32)
+        self._row_fill = np.empty(0, np.int32)
+        self._blk_col = np.empty((0, 0), np.int32)
+        self._blk_val = np.empty((0, 0))
+        self._blk_next = np.empty(0, np.int32)
 
     # -- figures -----------------------------------------------------------------------------
     @property
@@ -477,12 +627,19 @@ class SparseFTL:
         return int(self._counters[_FAILED])
 
     @property
+    def features_seen(self) -> int:
+        """Distinct features that have been active (the rows of A that exist)."""
+        return int(self._counters[_SLOTS])
+
+    @property
     def nbytes(self) -> int:
-        """Bytes held by the regressor (store capacity, W, C and the per-row arrays)."""
+        """Bytes held by the regressor (capacities of the block store and per-slot arrays)."""
         arrays = (
-            self.W,
-            self.C,
+            self._slot_of,
+            self._feat,
             self._pos,
+            self._W,
+            self._C,
             self._row_head,
             self._row_tail,
             self._row_fill,
@@ -491,6 +648,22 @@ class SparseFTL:
             self._blk_next,
         )
         return sum(a.nbytes for a in arrays)
+
+    @property
+    def W(self) -> np.ndarray:
+        """Weights as a dense (dim, out_dim) array (a copy; rows of unseen features are 0)."""
+        return self._dense(self._W)
+
+    @property
+    def C(self) -> np.ndarray:
+        """Phi^T Y as a dense (dim, out_dim) array (a copy)."""
+        return self._dense(self._C)
+
+    def _dense(self, per_slot: np.ndarray) -> np.ndarray:
+        used = self.features_seen
+        out = np.zeros((self.dim, self.out_dim))
+        out[self._feat[:used]] = per_slot[:used, : self.out_dim]
+        return out
 
     # -- learning ------------------------------------------------------------------------------
     def _check(
@@ -523,42 +696,63 @@ class SparseFTL:
             out.append(np.ascontiguousarray(y))
         return tuple(out)
 
-    def _grow(self) -> None:
-        blocks, size = self._blk_col.shape
-        new = 2 * blocks
-        col = np.empty((new, size), np.int32)
-        col[:blocks] = self._blk_col
-        vals = np.empty((new, size))
-        vals[:blocks] = self._blk_val
-        nxt = np.empty(new, np.int32)
-        nxt[:blocks] = self._blk_next
-        self._blk_col, self._blk_val, self._blk_next = col, vals, nxt
+    def _reserve(self, slots: int, blocks: int) -> None:
+        """Capacity for at least `slots` slots and `blocks` blocks in all."""
+        slot_cap, block_cap = self._feat.shape[0], self._blk_col.shape[0]
+        if slot_cap < slots:
+            slot_cap = max(2 * slot_cap, slots, 1024)
+        if block_cap < blocks:
+            # by a quarter: memory stays within 25% of what the pairs need
+            block_cap = max(block_cap + block_cap // 4, blocks)
+        self._resize(slot_cap, block_cap)
+
+    def _resize(self, slot_cap: int, block_cap: int) -> None:
+        if self._feat.shape[0] != slot_cap:
+            self._feat = _extend(self._feat, slot_cap, 0)
+            self._pos = _extend(self._pos, slot_cap, -1)
+            self._W = _extend(self._W, slot_cap, 0.0)
+            self._C = _extend(self._C, slot_cap, 0.0)
+            self._row_head = _extend(self._row_head, slot_cap, -1)
+            self._row_tail = _extend(self._row_tail, slot_cap, -1)
+            self._row_fill = _extend(self._row_fill, slot_cap, 0)
+        if self._blk_col.shape[0] != block_cap:
+            # in place: the store is never shared, and a large realloc remaps pages rather
+            # than copying them, so growing never holds two copies of the pairs
+            self._blk_col.resize((block_cap, self.block_size), refcheck=False)
+            self._blk_val.resize((block_cap, self.block_size), refcheck=False)
+            self._blk_next.resize(block_cap, refcheck=False)
 
     def update(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None:
         """Add samples (one after another) and re-solve each one's active rows of W."""
         idx, val, y = self._check(idx, val, y)
         k = idx.shape[1]
-        block = self._blk_col.shape[1]
-        worst = k * ((k + block - 1) // block + 1)
+        if self.block_size is None:
+            self.block_size = max(k, MIN_BLOCK)
+        if self._blk_col.shape[1] != self.block_size:
+            self._blk_col = np.empty((self._initial_blocks, self.block_size), np.int32)
+            self._blk_val = np.empty((self._initial_blocks, self.block_size))
+            self._blk_next = np.empty(self._initial_blocks, np.int32)
+        worst = k * -(-k // self.block_size)
         start = 0
         while start < idx.shape[0]:
-            while self._blk_col.shape[0] - self._counters[_BLOCKS] < worst:
-                self._grow()
+            self._reserve(self.features_seen + k, int(self._counters[_BLOCKS]) + worst)
             start, bad = _ftl_update_kernel(
                 idx,
                 val,
                 y,
                 self.eps,
                 start,
+                self._slot_of,
+                self._feat,
                 self._pos,
+                self._W,
+                self._C,
                 self._row_head,
                 self._row_tail,
                 self._row_fill,
                 self._blk_col,
                 self._blk_val,
                 self._blk_next,
-                self.C,
-                self.W,
                 self._counters,
             )
             if bad >= 0:
@@ -571,56 +765,85 @@ class SparseFTL:
         """(n, k) indices and values -> (n, out_dim) predictions sum_j v_j W[j]."""
         idx, val = self._check(idx, val)
         out = np.empty((idx.shape[0], self.out_dim))
-        _predict_kernel(idx, val, self.W, out)
+        _predict_kernel(idx, val, self._slot_of, self._W, out)
         return out
+
+    def _rows_csr(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ptr, column slots, values) of the given slots' rows, entries in row order."""
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        ptr = np.zeros(len(slots) + 1, np.int64)
+        store = (self._row_head, self._row_tail, self._row_fill)
+        blocks = (self._blk_col, self._blk_val, self._blk_next)
+        _rows_to_csr(slots, *store, *blocks, ptr, np.empty(0, np.int32), np.empty(0))
+        col, vals = np.empty(ptr[-1], np.int32), np.empty(ptr[-1])
+        _rows_to_csr(slots, *store, *blocks, ptr, col, vals)
+        return ptr, col, vals
 
     def dense_rows(self, rows: np.ndarray) -> np.ndarray:
         """Rows of A as a dense (len(rows), dim) array (tests and small-d inspection)."""
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        rows = np.asarray(rows, dtype=np.int64)
         out = np.zeros((len(rows), self.dim))
-        _dense_rows_kernel(
-            rows,
-            self._row_head,
-            self._row_tail,
-            self._row_fill,
-            self._blk_col,
-            self._blk_val,
-            self._blk_next,
-            out,
-        )
+        seen = np.flatnonzero(self._slot_of[rows] >= 0)
+        ptr, col, vals = self._rows_csr(self._slot_of[rows[seen]])
+        out[np.repeat(seen, np.diff(ptr)), self._feat[col]] = vals
         return out
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        used = int(self._counters[_BLOCKS])
+        """Layout-free state: features in slot order, their W and C, rows of A as CSR over
+        slots (entries in the order they were added, which fixes the order of every sum)."""
+        used = self.features_seen
+        ptr, col, vals = self._rows_csr(np.arange(used))
         return {
             "dim": self.dim,
             "out_dim": self.out_dim,
             "eps": self.eps,
-            "W": self.W.copy(),
-            "C": self.C.copy(),
-            "row_head": self._row_head.copy(),
-            "row_tail": self._row_tail.copy(),
-            "row_fill": self._row_fill.copy(),
-            "blk_col": self._blk_col[:used].copy(),
-            "blk_val": self._blk_val[:used].copy(),
-            "blk_next": self._blk_next[:used].copy(),
-            "capacity": self._blk_col.shape[0],
-            "counters": self._counters.copy(),
+            "block_size": self.block_size,
+            "features": self._feat[:used].copy(),
+            "W": self._W[:used, : self.out_dim].copy(),
+            "C": self._C[:used].copy(),
+            "row_ptr": ptr,
+            "row_col": col,
+            "row_val": vals,
+            "counters": self._counters[[_T, _PAIRS, _ILL, _FAILED]].copy(),
+            # capacities, so that a reloaded model grows (and reports nbytes) as the original
+            "capacity": (self._feat.shape[0], self._blk_col.shape[0]),
         }
 
     @classmethod
     def from_state_dict(cls, state: dict) -> SparseFTL:
-        used, block = state["blk_col"].shape
-        capacity = max(int(state.get("capacity", used)), used, 1)
-        model = cls(state["dim"], state["out_dim"], state["eps"], block, capacity)
-        model.W[:] = state["W"]
-        model.C[:] = state["C"]
-        model._row_head[:] = state["row_head"]
-        model._row_tail[:] = state["row_tail"]
-        model._row_fill[:] = state["row_fill"]
-        model._blk_col[:used] = state["blk_col"]
-        model._blk_val[:used] = state["blk_val"]
-        model._blk_next[:used] = state["blk_next"]
-        model._counters[:] = state["counters"]
+        model = cls(state["dim"], state["out_dim"], state["eps"], state["block_size"])
+        features = np.asarray(state["features"], np.int32)
+        used = len(features)
+        ptr = np.asarray(state["row_ptr"], np.int64)
+        model._counters[[_T, _PAIRS, _ILL, _FAILED]] = state["counters"]
+        if model.block_size is None:  # saved before its first update
+            return model
+        model._blk_col = np.empty((0, model.block_size), np.int32)
+        blocks = int((-(-np.diff(ptr) // model.block_size)).sum())
+        slot_cap, block_cap = state["capacity"]
+        model._resize(max(int(slot_cap), used), max(int(block_cap), blocks))
+        model._counters[_SLOTS] = used
+        model._feat[:used] = features
+        model._slot_of[features] = np.arange(used, dtype=np.int32)
+        model._W[:used, : model.out_dim] = state["W"]
+        model._C[:used] = state["C"]
+        model._counters[_BLOCKS] = _csr_to_rows(
+            ptr,
+            np.asarray(state["row_col"], np.int32),
+            np.asarray(state["row_val"], np.float64),
+            model._row_head,
+            model._row_tail,
+            model._row_fill,
+            model._blk_col,
+            model._blk_val,
+            model._blk_next,
+        )
         return model
+
+
+def _extend(a: np.ndarray, rows: int, fill: float) -> np.ndarray:
+    """a with its first axis extended to `rows`, new entries set to `fill`."""
+    out = np.full((rows, *a.shape[1:]), fill, a.dtype)
+    out[: a.shape[0]] = a
+    return out

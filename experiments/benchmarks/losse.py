@@ -1,18 +1,22 @@
 """Losse sparse FTL benchmark: updates per second and memory, sparse store vs dense A.
 
-    python -m experiments.benchmarks.losse
+    python -m experiments.benchmarks.losse [--baseline OLD_LOSSE.py] [--sizes 0,2] [--no-gap]
 
 Runs on one core (BLAS and Numba limited to one thread before NumPy loads); rates are per
-CPU-second of the process (``time.process_time``), so a shared machine slows the wall clock
-but not the figure, and per wall-clock second beside them. Workload: a
-trajectory-like input stream, as a world model sees it: a 4-D random walk (steps N(0, 0.05)
-per axis, clipped to [-1, 1], times 2 before encoding) and 6 targets (4 state changes, reward,
-termination), one sample per update. For each (F, B, b) of issue 7:
+CPU-second of the process (``time.process_time``, growth of the store's memory included), so
+a shared machine slows the wall clock but not the figure, and per wall-clock second beside
+them. Workload: a trajectory-like input stream, as a world model sees it: a 4-D random walk
+(steps N(0, 0.05) per axis, clipped to [-1, 1], times 2 before encoding) and 6 targets (4 state
+changes, reward, termination), one sample per update. For each (F, B, b) of issue 7:
 
 - sparse: ``SparseFTL`` (Numba, A stored as rows of co-activated pairs); the first ``WARM``
   updates are not timed, then ``UPDATES`` updates are timed in ``WINDOWS`` equal windows so a
   per-update cost growing with the samples seen would show; peak traced memory (tracemalloc,
-  which sees NumPy allocations) of building the regressor and running all its updates;
+  which sees NumPy allocations, reallocations included) of building the regressor and running
+  all its updates;
+- baseline (``--baseline``): the ``SparseFTL`` of another version of ``kernels/losse.py``
+  (e.g. ``git show dbd3f6d:kernels/losse.py > /tmp/losse_dbd3f6d.py``), timed the same way on
+  the same stream in the same run; the speed ratio and max |W - W_baseline|;
 - dense: ``DenseFTLReference`` (plain NumPy, dense d x d A, the gist's formula) on the same
   stream, where its A fits in a quarter of the available memory; max |W_sparse - W_dense|.
 
@@ -26,8 +30,12 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = "1"
 
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -66,24 +74,37 @@ def _available_bytes() -> int:
     return 4 * 1024**3
 
 
-def _compile_seconds() -> float:
+def _load_baseline(path: str) -> type:
+    """The SparseFTL class of another version of kernels/losse.py (a file path)."""
+    file = Path(path)
+    if not file.is_file():
+        raise SystemExit(f"--baseline {path}: no such file")
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    # registered under its name: Numba's cache re-imports a kernel's module by that name
+    sys.modules[file.stem] = module
+    spec.loader.exec_module(module)
+    if not hasattr(module, "SparseFTL"):
+        raise SystemExit(f"--baseline {path}: the module defines no SparseFTL")
+    return module.SparseFTL
+
+
+def _compile_seconds(classes: list[type]) -> float:
     t0 = time.perf_counter()
     enc = LosseEncoder(2, 3, 2, 2)
     idx, val = enc.encode(np.zeros((2, 2)))
-    model = SparseFTL(enc.dim, 1, blocks=1)
-    model.update(idx, val, np.zeros((2, 1)))
-    model.predict(idx, val)
+    for cls in classes:
+        model = cls(enc.dim, 1)
+        model.update(idx, val, np.zeros((2, 1)))
+        model.predict(idx, val)
     return time.perf_counter() - t0
 
 
-def _bench(size: tuple[int, int, int], rng: np.random.Generator) -> dict:
-    F, B, b = size
-    n = WARM + UPDATES[size]
-    enc = LosseEncoder(D_IN, F, B, b, rng)
-    x, y = _stream(n, rng)
-    idx, val = enc.encode(x)
+def _time_sparse(cls: type, dim: int, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> dict:
+    """Rates per window, overall rate, pairs and peak traced memory of one regressor class."""
+    n = idx.shape[0]
     tracemalloc.start()
-    model = SparseFTL(enc.dim, D_OUT)
+    model = cls(dim, D_OUT)
     model.update(idx[:WARM], val[:WARM], y[:WARM])
     rates, seconds, wall = [], 0.0, 0.0
     bounds = np.linspace(WARM, n, WINDOWS + 1).astype(int)
@@ -96,19 +117,27 @@ def _bench(size: tuple[int, int, int], rng: np.random.Generator) -> dict:
         rates.append((hi - lo) / elapsed)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    out = {
-        "d": enc.dim,
-        "k": enc.active,
+    return {
         "rates": rates,
         "rate": (n - WARM) / seconds,
         "wall_rate": (n - WARM) / wall,
         "pairs": model.pairs,
         "peak": peak,
-        "store": model.nbytes,
-        "dense_bytes": 8 * enc.dim**2,
-        "dense_rate": None,
-        "diff": None,
+        "W": np.asarray(model.W),
     }
+
+
+def _bench(size: tuple[int, int, int], rng: np.random.Generator, baseline: type | None) -> dict:
+    F, B, b = size
+    n = WARM + UPDATES[size]
+    enc = LosseEncoder(D_IN, F, B, b, rng)
+    x, y = _stream(n, rng)
+    idx, val = enc.encode(x)
+    out = _time_sparse(SparseFTL, enc.dim, idx, val, y)
+    out.update(d=enc.dim, k=enc.active, dense_bytes=8 * enc.dim**2, dense_rate=None, diff=None)
+    out["base"] = None if baseline is None else _time_sparse(baseline, enc.dim, idx, val, y)
+    if out["base"] is not None:
+        out["base"]["diff"] = float(np.abs(out["W"] - out["base"]["W"]).max())
     if out["dense_bytes"] <= _available_bytes() // 4:
         m = min(DENSE_UPDATES, n)
         dense = DenseFTLReference(enc.dim, D_OUT)
@@ -146,54 +175,85 @@ def _mb(nbytes: float) -> str:
     return f"{nbytes / 1e6:,.1f} MB" if nbytes < 1e11 else f"{nbytes / 1e12:,.1f} TB"
 
 
+def _row(label: str, r: dict) -> str:
+    windows = " ".join(f"{v:6.0f}" for v in r["rates"])
+    return (
+        f"{label:>9} {r['rate']:>9.0f} {windows:>27} {r['wall_rate']:>6.0f} | "
+        f"{r['pairs']:>11,} {r['peak'] / max(r['pairs'], 1):>6.1f} {_mb(r['peak']):>10}"
+    )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--baseline", help="another version's kernels/losse.py to time on the same streams"
+    )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(str(i) for i in range(len(SIZES))),
+        help=f"comma-separated positions in {SIZES} (default: all)",
+    )
+    parser.add_argument("--no-gap", action="store_true", help="skip the exact-FTL gap table")
+    args = parser.parse_args()
+    try:
+        chosen = [SIZES[int(i)] for i in args.sizes.split(",")]
+    except (ValueError, IndexError):
+        raise SystemExit(f"--sizes {args.sizes!r}: give positions 0-{len(SIZES) - 1}") from None
+    baseline = None if args.baseline is None else _load_baseline(args.baseline)
     print(
         f"Losse sparse FTL, one sample per update, {D_IN}-D random-walk inputs, {D_OUT} targets, "
-        f"one thread; cpus {os.cpu_count()}"
+        f"one thread; cpus {os.cpu_count()}; load average "
+        + " ".join(f"{v:.2f}" for v in os.getloadavg())
     )
-    print(f"numba compile (or cache load): {_compile_seconds():.2f} s")
+    classes = [SparseFTL] + ([baseline] if baseline is not None else [])
+    print(f"numba compile (or cache load): {_compile_seconds(classes):.2f} s")
     rng = np.random.default_rng(SEED)
-    header = (
-        f"{'(F, B, b)':>13} {'d':>9} {'k':>4} | {'sparse upd/s':>12} {'per window':>27} "
-        f"{'wall':>5} "
-        f"| {'pairs':>11} {'B/pair':>6} {'peak':>10} | {'dense A':>9} {'dense upd/s':>11} "
-        f"{'ratio':>7} {'max|dW|':>8}"
-    )
-    print(header)
-    print("-" * len(header))
     results = {}
     for size in SIZES:
-        r = results[size] = _bench(size, rng)
-        windows = " ".join(f"{v:6.0f}" for v in r["rates"])
-        if r["dense_rate"] is None:
-            dense = f"{_mb(r['dense_bytes']):>9} {'no room':>11} {'':>7} {'':>8}"
-        else:
-            dense = (
-                f"{_mb(r['dense_bytes']):>9} {r['dense_rate']:>11.1f} "
-                f"{r['rate'] / r['dense_rate']:>6.1f}x {r['diff']:>8.1e}"
-            )
+        if size not in chosen:  # same streams whatever the selection: draw and drop
+            LosseEncoder(D_IN, *size, rng)
+            _stream(WARM + UPDATES[size], rng)
+            continue
+        r = results[size] = _bench(size, rng, baseline)
+        print(f"\n{size}: d = {r['d']:,}, k = {r['k']}")
         print(
-            f"{str(size):>13} {r['d']:>9,} {r['k']:>4} | {r['rate']:>12.0f} {windows:>27} "
-            f"{r['wall_rate']:>5.0f} "
-            f"| {r['pairs']:>11,} {r['peak'] / max(r['pairs'], 1):>6.1f} {_mb(r['peak']):>10} "
-            f"| {dense}"
+            f"{'kernel':>9} {'upd/s':>9} {'per window':>27} {'wall':>6} | "
+            f"{'pairs':>11} {'B/pair':>6} {'peak':>10}"
         )
+        print(_row("sparse", r))
+        if r["base"] is not None:
+            base = r["base"]
+            print(_row("baseline", base))
+            print(
+                f"{'':>9} speed-up {r['rate'] / base['rate']:.2f}x, memory "
+                f"{r['peak'] / base['peak']:.2f}x, max |W - W_baseline| {base['diff']:.1e} "
+                f"(max |W| {np.abs(r['W']).max():.2f})"
+            )
+        if r["dense_rate"] is None:
+            print(f"{'dense':>9} A would need {_mb(r['dense_bytes'])}: not run")
+        else:
+            print(
+                f"{'dense':>9} {r['dense_rate']:>9.1f} (A {_mb(r['dense_bytes'])}); sparse is "
+                f"{r['rate'] / r['dense_rate']:.1f}x faster, max |W - W_dense| {r['diff']:.1e}"
+            )
     print(
-        "(updates/s per CPU-second of this single-threaded process, i.e. on one core even when "
+        "\n(updates/s per CPU-second of this single-threaded process, i.e. on one core even when "
         "the machine is shared; 'wall': per wall-clock second. B/pair: peak traced bytes per "
         "stored pair of A, W and C included)"
     )
-    for size in SIZES:
-        if size[0] * 2 ** size[2] == 200:
-            rate = results[size]["rate"]
-            verdict = "met" if rate >= GOAL_RATE else "NOT MET"
-            print(f"goal {size} k=200: {rate:.0f} updates/s (goal >= {GOAL_RATE:.0f}): {verdict}")
-    big = results[SIZES[-1]]
-    print(
-        f"memory at d = {losse_dim(*SIZES[-1]):,}: peak {_mb(big['peak'])} for "
-        f"{big['pairs']:,} pairs vs dense A {_mb(big['dense_bytes'])} "
-        f"({big['dense_bytes'] / big['peak']:,.0f}x less)"
-    )
+    for size, r in results.items():
+        if r["k"] == 200:
+            verdict = "met" if r["rate"] >= GOAL_RATE else "NOT MET"
+            print(f"goal {size} k=200: {r['rate']:.0f} updates/s (>= {GOAL_RATE:.0f}): {verdict}")
+    if SIZES[-1] in results:
+        big = results[SIZES[-1]]
+        print(
+            f"memory at d = {losse_dim(*SIZES[-1]):,}: peak {_mb(big['peak'])} for "
+            f"{big['pairs']:,} pairs vs dense A {_mb(big['dense_bytes'])} "
+            f"({big['dense_bytes'] / big['peak']:,.0f}x less)"
+        )
+    if args.no_gap:
+        return
     print("\ngap to the exact ridge FTL solution (eps 1e-5), after pass 1 and pass 2")
     print(f"{'task':>12} {'d':>6} | {'gap 1':>7} {'gap 2':>7} | {'mse/exact 1':>11} {'2':>6}")
     for label, d, g1, g2, m1, m2 in _gap_rows(rng):

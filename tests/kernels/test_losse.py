@@ -104,6 +104,29 @@ def test_sparse_update_matches_dense_reference(seed):
     np.testing.assert_allclose(sparse.predict(idx, val), dense.predict(idx, val), atol=1e-9)
 
 
+@pytest.mark.parametrize("block_size", [None, 24])
+def test_long_rows_and_many_outputs_match_dense_reference(block_size):
+    """Inputs spread over the whole space, so most features end up co-activated: rows many
+    times longer than k, chained over several blocks; 11 outputs take two LANES groups."""
+    rng = np.random.default_rng(7)
+    enc = LosseEncoder(3, 10, 4, 2, rng)  # d = 360, k = 40
+    x = rng.uniform(-3, 3, (300, 3))
+    y = np.column_stack([np.sin(x @ rng.normal(size=3) + c) for c in range(11)])
+    idx, val = enc.encode(x)
+    sparse = SparseFTL(enc.dim, 11, eps=1e-4, block_size=block_size, blocks=1)
+    dense = DenseFTLReference(enc.dim, 11, eps=1e-4)
+    sparse.update(idx, val, y)
+    for n in range(len(idx)):
+        dense.update(idx[n], val[n], y[n])
+    row_lengths = np.count_nonzero(dense.A, axis=1)
+    assert row_lengths.max() > 5 * enc.active and sparse.block_size == (block_size or 64)
+    np.testing.assert_allclose(sparse.W, dense.W, atol=1e-9 * np.abs(dense.W).max())
+    np.testing.assert_array_equal(sparse.dense_rows(np.arange(enc.dim)), dense.A)
+    assert sparse.pairs == np.count_nonzero(dense.A)
+    assert sparse.features_seen == np.count_nonzero(row_lengths)
+    np.testing.assert_allclose(sparse.predict(idx, val), dense.predict(idx, val), atol=1e-9)
+
+
 def test_one_dimensional_regression_is_within_two_percent_of_exact_ftl():
     rng = np.random.default_rng(0)
     enc = LosseEncoder(1, 50, 5, 2, np.random.default_rng(1))
@@ -151,7 +174,13 @@ def test_save_and_reload_gives_identical_results():
     clone.update(idx[100:], val[100:], y[100:])
     np.testing.assert_array_equal(model.W, clone.W)
     np.testing.assert_array_equal(model.predict(idx, val), clone.predict(idx, val))
-    assert (model.t, model.pairs) == (clone.t, clone.pairs)
+    assert (model.t, model.pairs, model.nbytes) == (clone.t, clone.pairs, clone.nbytes)
+    # saved before any update (no block size chosen yet): learns like a fresh model
+    fresh = SparseFTL.from_state_dict(SparseFTL(enc.dim, 2).state_dict())
+    fresh.update(idx, val, y)
+    reference = SparseFTL(enc.dim, 2)
+    reference.update(idx, val, y)
+    np.testing.assert_array_equal(fresh.W, reference.W)
 
 
 def test_ill_conditioned_and_failed_solves_are_counted():
