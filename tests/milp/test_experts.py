@@ -1,13 +1,19 @@
-"""Expert-data collection: samples agree with strong branching, shards round-trip, resume."""
+"""Expert-data collection: the expert equals SCIP's vanillafullstrong, samples agree with
+strong branching, shards round-trip, resume, CPU accounting."""
 
+import ctypes
 import json
 
 import numpy as np
+import pyscipopt as scip
 import pytest
 
 from experiments.executor import SerialExecutor
-from milp.experts import CollectConfig, collect, load_shard
-from milp.instances import write_instances
+from kernels.milp_scip import LIBSCIP_PATH, scip_pointer
+from milp.experts import CollectConfig, EpisodeResult, collect, collect_episode, load_shard
+from milp.instances import make_generator, write_instances
+from milp.observations import lp_candidates, strong_branching_scores
+from milp.scip_settings import TOP_PRIORITY, SolverSettings, use_rule
 
 # Small instances only branch with presolve, heuristics and cuts off.
 CONFIG = CollectConfig(
@@ -49,6 +55,11 @@ def test_resume_gives_the_same_samples(instances, tmp_path):
     part = collect(instances, tmp_path / "b", 1, seed=3, executor=SerialExecutor(),
                    config=CONFIG, episodes_per_shard=2)  # fmt: skip
     assert part["episodes"] < whole["episodes"]
+    # A manifest written before the cost accounting still resumes.
+    mpath = tmp_path / "b" / "manifest.json"
+    old = json.loads(mpath.read_text())
+    del old["cost"], old["write_seconds"], old["batches"]
+    mpath.write_text(json.dumps(old))
     resumed = collect(instances, tmp_path / "b", 8, seed=3, executor=SerialExecutor(),
                       config=CONFIG, episodes_per_shard=2)  # fmt: skip
     assert resumed["samples"] == whole["samples"]
@@ -68,3 +79,84 @@ def test_broken_instance_is_listed_as_error(instances, tmp_path):
     manifest = collect([*instances, broken], tmp_path / "out", 2, seed=0,
                        executor=SerialExecutor(), config=CONFIG, episodes_per_shard=3)  # fmt: skip
     assert any("broken.lp: empty file" in e for e in manifest["errors"])
+
+
+def test_episode_cost_accounting(instances, tmp_path):
+    manifest = collect(instances, tmp_path, 4, seed=1, executor=SerialExecutor(),
+                       config=CONFIG, episodes_per_shard=2)  # fmt: skip
+    cost = manifest["cost"]
+    assert cost["cpu_seconds"] >= cost["root_seconds"] + cost["sb_seconds"] + cost["obs_seconds"]
+    assert cost["sb_seconds"] > 0 and cost["obs_seconds"] > 0 and manifest["write_seconds"] > 0
+    assert cost["lp_branchings"] >= manifest["samples"] and cost["nodes"] >= cost["lp_branchings"]
+    batches = manifest["batches"]
+    assert [b["episodes"] for b in batches] == [[i, i + 2] for i in range(0, 2 * len(batches), 2)]
+    assert sum(b["samples"] for b in manifest["batches"]) == manifest["samples"]
+    for key in cost:
+        assert sum(b["cost"][key] for b in manifest["batches"]) == pytest.approx(cost[key])
+    seq = np.random.SeedSequence(0)
+    res = collect_episode((str(instances[0]), 0, seq, CONFIG))
+    assert isinstance(res, EpisodeResult) and len(res.samples) <= CONFIG.max_samples_per_episode
+    assert res.lp_branchings >= len(res.samples) and res.cpu_seconds > res.sb_seconds
+
+
+# SCIP's own expert, as learn2branch and Ecole call it: vanillafullstrong scoring every LP
+# candidate without side effects or branching, its data read through the C API.
+_LIB = ctypes.CDLL(LIBSCIP_PATH)
+_P = ctypes.POINTER
+_LIB.SCIPgetVanillafullstrongData.argtypes = [
+    ctypes.c_void_p,
+    _P(_P(ctypes.c_void_p)),
+    _P(_P(ctypes.c_double)),
+    _P(ctypes.c_int),
+    _P(ctypes.c_int),
+    _P(ctypes.c_int),
+]
+_LIB.SCIPgetVanillafullstrongData.restype = ctypes.c_int
+_LIB.SCIPvarGetProbindex.argtypes = [ctypes.c_void_p]
+_LIB.SCIPvarGetProbindex.restype = ctypes.c_int
+
+
+def _vanillafullstrong_data(model):
+    cands, scores = _P(ctypes.c_void_p)(), _P(ctypes.c_double)()
+    n, nprio, best = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    code = _LIB.SCIPgetVanillafullstrongData(scip_pointer(model), cands, scores, n, nprio, best)
+    assert code == 1  # SCIP_OKAY
+    idx = np.array([_LIB.SCIPvarGetProbindex(cands[i]) for i in range(n.value)])
+    return idx, np.array(scores[: n.value]), best.value
+
+
+class _Compare(scip.Branchrule):
+    """Runs right after vanillafullstrong at each node and recomputes its scores our way."""
+
+    def __init__(self):
+        self.nodes = []
+
+    def branchexeclp(self, allowaddcons):
+        vidx, vscores, vbest = _vanillafullstrong_data(self.model)
+        idx, cands, _ = lp_candidates(self.model)
+        ours = strong_branching_scores(self.model, idx, cands)[idx]
+        limited = strong_branching_scores(self.model, idx, cands, 1)[idx]
+        self.nodes.append((vidx, vscores, vbest, idx, ours, limited))
+        self.model.branchVar(cands[vbest])
+        return {"result": scip.SCIP_RESULT.BRANCHED}
+
+
+def test_expert_scores_equal_scip_vanillafullstrong():
+    gen = make_generator("setcover", None, n_rows=150, n_cols=300, density=0.05)
+    model = gen.generate(np.random.default_rng(2))
+    SolverSettings(time_limit=60, presolve=False, heuristics=False, node_limit=12).apply(model)
+    for name in ("scoreall", "collectscores", "donotbranch", "idempotent"):
+        model.setParam(f"branching/vanillafullstrong/{name}", True)
+    use_rule(model, "vanillafullstrong", TOP_PRIORITY)
+    rule = _Compare()
+    model.includeBranchrule(rule, "compare", "compare", TOP_PRIORITY - 1, -1, 1.0)
+    model.optimize()
+    model.freeProb()
+    assert len(rule.nodes) >= 5
+    for vidx, vscores, vbest, idx, ours, limited in rule.nodes:
+        np.testing.assert_array_equal(vidx, idx)
+        np.testing.assert_allclose(ours, vscores, rtol=1e-9, atol=1e-12)
+        assert int(np.argmax(ours)) == vbest  # the expert's choice: the first best score
+        # An iteration limit only stops the child LPs early: a lower bound of each score.
+        assert np.all(limited <= ours * (1 + 1e-9) + 1e-12)
+    assert any(np.any(lim < ours * (1 - 1e-6)) for *_, ours, lim in rule.nodes)
