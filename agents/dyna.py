@@ -9,12 +9,15 @@ a rising error on these early transitions).
 
 Each training round of the DQN loop (every ``train_every`` steps after ``learning_starts``)
 takes ``gradient_steps`` steps on real minibatches, as model-free DQN does, then, once the
-model has learned from ``model_warmup`` transitions, imagines: ``rollouts_per_step`` x
+model has learned from ``model_warmup`` transitions of which ``plan_after_terminations`` were
+terminal (where reward is constant until the goal, imagined data before the model knows any end
+add only model error: on Acrobot they delayed the first goal), imagines: ``rollouts_per_step`` x
 ``train_every`` start states (at least one) drawn from the real replay are rolled ``horizon``
-steps through the model with the current epsilon-greedy policy (a rollout stops at a predicted
-termination), the imagined transitions go to their own FIFO buffer, and ``planning_ratio`` x
-``gradient_steps`` more steps are taken on imagined minibatches (fractions carry over between
-rounds).
+steps through the model with the current epsilon-greedy policy, the imagined transitions go to
+their own FIFO buffer with the model's termination probability as ``terminated`` (so the target
+is the expected one under the model, see `agents.world_model`; a rollout stops where that
+probability reaches 0.5), and ``planning_ratio`` x ``gradient_steps`` more steps are taken on
+imagined minibatches (fractions carry over between rounds).
 
 Budget unit: environment steps. The paper's Dyna settings are not public (world_models.md
 §1.5); each default states its reason in the configs.
@@ -32,7 +35,7 @@ from agents.dqn import DQNParams, DQNTrainer, EnvConfig, int_seed
 from agents.losse import LosseParams, LosseWorldModel
 from agents.nn_world_model import NNModelParams, NNWorldModel
 from agents.replay import ReplayBuffer
-from agents.world_model import bounds_for, heldout_errors
+from agents.world_model import bounds_for, heldout_errors, imagine
 
 __all__ = ["DynaConfig", "DynaTrainer", "PlanningParams"]
 
@@ -45,6 +48,7 @@ class PlanningParams:
     rollouts_per_step: float = field(default=4.0, metadata={"gt": 0})
     imagined_buffer: int = field(default=20_000, metadata={"ge": 1})
     model_warmup: int = field(default=1000, metadata={"ge": 0})
+    plan_after_terminations: int = field(default=1, metadata={"ge": 0})
     heldout_size: int = field(default=500, metadata={"ge": 0})
     heldout_every: int = field(default=5, metadata={"ge": 2})
 
@@ -83,6 +87,7 @@ class DynaTrainer(DQNTrainer):
         self.imagined = ReplayBuffer(dyna.imagined_buffer, self.obs_dim)
         self.heldout = ReplayBuffer(max(dyna.heldout_size, 1), self.obs_dim)
         self.model_updates = 0
+        self.model_terminations = 0
         self.planning_credit = 0.0
         self.model_seconds = 0.0
         self.planning_seconds = 0.0
@@ -103,11 +108,16 @@ class DynaTrainer(DQNTrainer):
         self.model.update(obs[None], [action], [reward], next_obs[None], [terminated])
         self.model_seconds += time.process_time() - t0
         self.model_updates += 1
+        self.model_terminations += int(terminated)
 
     def train_round(self) -> None:
         super().train_round()
         dyna, p = self.config.dyna, self.config.dqn
-        if self.model_updates < max(dyna.model_warmup, 1) or dyna.planning_ratio == 0:
+        if (
+            self.model_updates < max(dyna.model_warmup, 1)
+            or self.model_terminations < dyna.plan_after_terminations
+            or dyna.planning_ratio == 0
+        ):
             return
         t0 = time.process_time()
         self._imagine()
@@ -128,9 +138,9 @@ class DynaTrainer(DQNTrainer):
             greedy = self.learner.greedy(obs)
             explore = self.plan_rng.random(len(obs)) < eps
             action = np.where(explore, self.plan_rng.integers(0, self.n_actions, len(obs)), greedy)
-            next_obs, reward, terminated = self.model.predict(obs, action)
-            self.imagined.add(obs, action, reward, next_obs, terminated)
-            obs = next_obs[~terminated]
+            next_obs, reward, p_terminated = imagine(self.model, obs, action)
+            self.imagined.add(obs, action, reward, next_obs, p_terminated)
+            obs = next_obs[p_terminated < 0.5]
             if len(obs) == 0:
                 break
 
@@ -174,6 +184,7 @@ class DynaTrainer(DQNTrainer):
             "imagined": self.imagined.state_dict(),
             "heldout": self.heldout.state_dict(),
             "model_updates": self.model_updates,
+            "model_terminations": self.model_terminations,
             "planning_credit": self.planning_credit,
             "model_seconds": self.model_seconds,
             "planning_seconds": self.planning_seconds,
@@ -186,6 +197,7 @@ class DynaTrainer(DQNTrainer):
         self.imagined.load_state_dict(state["imagined"])
         self.heldout.load_state_dict(state["heldout"])
         self.model_updates = state["model_updates"]
+        self.model_terminations = state["model_terminations"]
         self.planning_credit = state["planning_credit"]
         self.model_seconds = state["model_seconds"]
         self.planning_seconds = state["planning_seconds"]

@@ -1,7 +1,8 @@
 """A fixed-capacity ring buffer of transitions (s, a, r, s', terminated) in NumPy arrays.
 
 ``terminated`` is the environment's own termination (no bootstrap); time-limit truncations are
-stored as not terminated, so the target still bootstraps from s' (CleanRL/SB3 convention).
+stored as not terminated, so the target still bootstraps from s' (CleanRL/SB3 convention). It is
+a float: imagined transitions store a world model's termination probability there.
 """
 
 from __future__ import annotations

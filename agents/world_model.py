@@ -7,6 +7,13 @@ a Losse encoding of a moving normalisation would change what every feature means
 forgetting by another name. A model predicts, from (s, a), the target vector
 y = [s'_n - s_n, r, terminated] (n: normalised, terminated in {0, 1}); the next state is
 s_n + delta clipped to [-1, 1], and termination is predicted when its output exceeds 0.5.
+
+The terminated output is a least-squares estimate of P(terminated | s, a) (the conditional mean
+of a 0/1 target). Imagined transitions (`imagine`) keep it as that probability, clipped to
+[0, 1], rather than thresholding it: terminations are rare, so near a boundary the estimate
+sits below 0.5 (measured on CartPole: 35% of the real terminations missed after 12k steps) and
+a threshold turns every such transition into a confident "goes on", while the DQN target
+r + gamma (1 - p) max Q is the expected target under the model.
 """
 
 from __future__ import annotations
@@ -16,7 +23,14 @@ from typing import Protocol
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["ObservationBounds", "WorldModel", "bounds_for", "heldout_errors", "model_targets"]
+__all__ = [
+    "ObservationBounds",
+    "WorldModel",
+    "bounds_for",
+    "heldout_errors",
+    "imagine",
+    "model_targets",
+]
 
 
 class ObservationBounds:
@@ -87,6 +101,17 @@ class WorldModel(Protocol):
     def predict(
         self, obs: np.ndarray, action: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+def imagine(
+    model: WorldModel, obs: np.ndarray, action: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Imagined transitions from raw observations (n, dim): (next_obs (n, dim), reward (n,),
+    termination probability (n,) in [0, 1])."""
+    x = model.bounds.normalize(obs, count=False)
+    y = model.predict_normalized(x, action)
+    next_obs = model.bounds.denormalize(np.clip(x + y[:, :-2], -1.0, 1.0))
+    return next_obs, y[:, -2], np.clip(y[:, -1], 0.0, 1.0)
 
 
 def heldout_errors(model: WorldModel, heldout: dict[str, np.ndarray]) -> dict[str, float]:

@@ -34,6 +34,7 @@ QUICK = [
 ]
 DYNA_QUICK = [
     "dyna.model_warmup=100",
+    "dyna.plan_after_terminations=0",  # Acrobot and MountainCar seldom end in 600 steps
     "dyna.heldout_size=20",
     "dyna.horizon=2",
     "losse.num_grids=10",
@@ -171,3 +172,46 @@ def test_plots_and_summary(tmp_path, capsys):
     assert (tmp_path / "cmp" / "returns.png").is_file()
     with pytest.raises(SystemExit):
         compare_main(["--out", str(tmp_path / "cmp2"), f"x={tmp_path / 'nothing'}"])
+
+
+class _FixedModel:
+    """A stand-in world model: no state change, reward 1, a fixed terminated output."""
+
+    def __init__(self, bounds, done_output: float) -> None:
+        self.bounds, self.done_output = bounds, done_output
+
+    def predict_normalized(self, x, action):
+        return np.column_stack(
+            [np.zeros_like(x), np.ones(len(x)), np.full(len(x), self.done_output)]
+        )
+
+
+def test_imagined_termination_is_the_models_probability():
+    """A rare termination's least-squares estimate sits below 0.5 near the boundary: imagined
+    transitions must carry it (clipped to [0, 1]) into the target, not round it to 0."""
+    cls, config = _config("dyna_cartpole.toml", [*QUICK, *DYNA_QUICK, "dyna.horizon=3"])
+    trainer, _ = _run(cls, config, iterations=1)
+    starts = round(config.dyna.rollouts_per_step * config.dqn.train_every)
+    for done_output, stored in [(0.3, 0.3), (1.4, 1.0), (-0.2, 0.0)]:
+        trainer.model = _FixedModel(trainer.model.bounds, done_output)
+        trainer.imagined = type(trainer.imagined)(1000, trainer.obs_dim)
+        trainer._imagine()
+        imagined = len(trainer.imagined)
+        # rollouts stop where the termination probability reaches 0.5
+        assert imagined == starts * (1 if stored >= 0.5 else config.dyna.horizon)
+        np.testing.assert_allclose(trainer.imagined.terminated[:imagined], stored)
+        np.testing.assert_allclose(trainer.imagined.reward[:imagined], 1.0)
+
+
+def test_no_imagination_before_the_model_has_seen_a_termination():
+    """Until the model has learned a termination, Dyna must be exactly DQN (same seed); it
+    imagines once allowed."""
+    quick = [*QUICK, "seed=2"]  # no goal reached in these 600 steps
+    dqn, dqn_rows = _run(*_config("dqn_acrobot.toml", quick))
+    gate = "dyna.plan_after_terminations=1"  # the configs' default
+    gated, rows = _run(*_config("dyna_acrobot.toml", [*quick, *DYNA_QUICK, gate]))
+    assert gated.model_terminations == 0
+    assert len(gated.imagined) == 0 and gated.gradient_steps == dqn.gradient_steps
+    assert [r["td_loss"] for r in rows] == [r["td_loss"] for r in dqn_rows]
+    ungated, _ = _run(*_config("dyna_acrobot.toml", [*quick, *DYNA_QUICK]))
+    assert len(ungated.imagined) > 0 and ungated.gradient_steps > dqn.gradient_steps

@@ -7,7 +7,7 @@ import torch
 
 from agents.losse import LosseParams, LosseWorldModel
 from agents.nn_world_model import NNModelParams, NNWorldModel
-from agents.world_model import ObservationBounds, bounds_for, heldout_errors
+from agents.world_model import ObservationBounds, bounds_for, heldout_errors, imagine
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +79,24 @@ def test_losse_model_learns_in_one_pass_and_reloads_identically():
     )
     nxt, reward, term = model.predict(held["obs"], held["action"])
     assert nxt.shape == (300, 2) and reward.shape == (300,) and term.dtype == bool
+
+
+def test_imagine_keeps_the_termination_probability():
+    data, held = _transitions(3000), _transitions(2000, seed=1)
+    bounds = ObservationBounds(-np.ones(2), np.ones(2))
+    model = LosseWorldModel(bounds, 2, LosseParams(), np.random.default_rng(0))
+    model.update(data["obs"], data["action"], data["reward"], data["next_obs"], data["terminated"])
+    nxt, reward, p_done = imagine(model, held["obs"], held["action"])
+    ref_nxt, ref_reward, ref_done = model.predict(held["obs"], held["action"])
+    np.testing.assert_array_equal(nxt, ref_nxt)
+    np.testing.assert_array_equal(reward, ref_reward)
+    assert p_done.min() >= 0.0 and p_done.max() <= 1.0
+    np.testing.assert_array_equal(p_done >= 0.5, ref_done | (p_done == 0.5))
+    # a least-squares estimate of P(terminated): calibrated on average, and it tells the rare
+    # terminal transitions from the others
+    terminal = held["terminated"] > 0.5
+    assert abs(p_done.mean() - held["terminated"].mean()) < 0.02
+    assert p_done[terminal].mean() > 0.5 > 0.1 > p_done[~terminal].mean()
 
 
 def test_losse_model_keeps_actions_apart():
