@@ -21,15 +21,18 @@ a few hits, distributions agree; see ``tests/envs/test_curling.py``):
   friction, the two-point block solver and restitution above 1 m/s), position integration
   with Box2D's translation and rotation caps, up to 100 position iterations (early exit per
   island); then Box2D's continuous phase for bullets (every dynamic body is a bullet):
-  time-of-impact events, each solved as a sub-step on a small island without joints.
+  time-of-impact events (b2TimeOfImpact's conservative advancement on separating axes,
+  with its caps, so that grazing and deep sweeps give the same events as Box2D), each solved
+  as a sub-step on a small island without joints.
 
-Departures: float64 instead of float32; the time of impact is found by sampling and
-bisection of the exact core-shape distance instead of conservative advancement; the solver
-visits contacts in a fixed order (Box2D's depends on broad-phase history); velocity
-iterations stop early once an iteration changes no velocity by more than ``CONVERGED``, and
-while no joint limit is active they start from the exact solution of the two joints'
-motor and point constraints (the fixed point Box2D's iterations approach), so that only
-contacts need iterating.
+Departures: float64 instead of float32; the solver visits contacts in a fixed order
+(Box2D's depends on broad-phase history); velocity iterations stop early once an iteration
+changes no accumulated impulse by more than ``CONVERGED`` (not velocities: a motor against
+a joint limit, or pressed contacts, trade impulse for many iterations at rest); while
+no contact touches the arm and no joint limit is active they start from the exact solution
+of the two joints' motor and point constraints (the fixed point Box2D's iterations
+approach). With contacts they start from the warm start, as Box2D: friction makes the
+iterations' end point depend on where they start.
 
 State lives in flat float arrays so that kernels pass few arrays (each array argument of a
 Numba call costs reference counting): ``s`` (bodies, joints), ``m`` (one contact manifold
@@ -67,9 +70,10 @@ __all__ = [
 TIME_STEP = 1.0 / 60.0
 VELOCITY_ITERATIONS = 100
 POSITION_ITERATIONS = 100
-# Velocity iterations stop once no velocity moves more than this in one iteration: Box2D's
-# own float32 solve, 100 iterations from the warm start, is rarely closer than that.
-CONVERGED = 1e-6
+# Velocity iterations stop once no accumulated impulse (N s) moves more than this in one
+# iteration: the rest of Box2D's 100 iterations would then move velocities by less than its
+# float32 rounding.
+CONVERGED = 1e-7
 HORIZON = 500
 TABLE_CENTER = 1.5
 # Half-width of the table: the original raises an error once the ball is farther out.
@@ -204,17 +208,16 @@ _W_LP = 2  # (2,) local point
 _W_PTS = 4  # (2, 2) point positions
 _W_ID = 8  # (2,) feature ids
 _W_IMP = 10  # (2, 2) carried-over impulses
-_W_VPREV = 14  # (7, 3) velocities before a velocity iteration
-_W_BODIES = 35  # (7,) island bodies
-_W_CONTACTS = 42  # (9,) island contacts
-_W_BALL_CONTACTS = 51  # (9,) contacts of the ball's own island
-_W_TOI = 60  # (9,) times of impact
-_W_TOI_VALID = 69  # (9,)
-_W_TOI_COUNT = 78  # (9,)
-_W_IN_ISLAND = 87  # (7,)
-_W_C_IN_ISLAND = 94  # (9,)
-_W_BACKUP = 103  # (3, 7) sweep backups
-_W_SIZE = 124
+_W_BODIES = 14  # (7,) island bodies
+_W_CONTACTS = 21  # (9,) island contacts
+_W_BALL_CONTACTS = 30  # (9,) contacts of the ball's own island
+_W_TOI = 39  # (9,) times of impact
+_W_TOI_VALID = 48  # (9,)
+_W_TOI_COUNT = 57  # (9,)
+_W_IN_ISLAND = 66  # (7,)
+_W_C_IN_ISLAND = 73  # (9,)
+_W_BACKUP = 82  # (3, 7) sweep backups
+_W_SIZE = 103
 
 
 @njit(cache=True)
@@ -751,6 +754,9 @@ def _rel_vel(s, a, b, rax, ray, rbx, rby):
 
 @njit(cache=True)
 def _solve_contact_velocities(s, vc, wk, c0, nc):
+    """One velocity iteration over the contacts; returns the largest change of an
+    accumulated impulse."""
+    change = 0.0
     for i in range(nc):
         k = int(wk[c0 + i])
         a = CONTACT_A[k]
@@ -768,6 +774,7 @@ def _solve_contact_velocities(s, vc, wk, c0, nc):
             new = min(max(vc[i, _V_TI + j] + lam, -max_f), max_f)
             lam = new - vc[i, _V_TI + j]
             vc[i, _V_TI + j] = new
+            change = max(change, abs(lam))
             _apply(s, a, b, lam * tx, lam * ty, rax, ray, rbx, rby)
         if n == 1:
             rax, ray, rbx, rby = vc[i, _V_R], vc[i, _V_R + 1], vc[i, _V_R + 2], vc[i, _V_R + 3]
@@ -777,14 +784,17 @@ def _solve_contact_velocities(s, vc, wk, c0, nc):
             new = max(vc[i, _V_NI] + lam, 0.0)
             lam = new - vc[i, _V_NI]
             vc[i, _V_NI] = new
+            change = max(change, abs(lam))
             _apply(s, a, b, lam * nx, lam * ny, rax, ray, rbx, rby)
         else:
-            _block_solve(s, vc, i, a, b, nx, ny)
+            change = max(change, _block_solve(s, vc, i, a, b, nx, ny))
+    return change
 
 
 @njit(cache=True)
 def _block_solve(s, vc, i, a, b, nx, ny):
-    """Box2D's two-point block solver (total enumeration of the 2-D LCP)."""
+    """Box2D's two-point block solver (total enumeration of the 2-D LCP); returns the
+    largest change of the two normal impulses."""
     r1ax, r1ay, r1bx, r1by = vc[i, _V_R], vc[i, _V_R + 1], vc[i, _V_R + 2], vc[i, _V_R + 3]
     r2ax, r2ay, r2bx, r2by = vc[i, _V_R + 4], vc[i, _V_R + 5], vc[i, _V_R + 6], vc[i, _V_R + 7]
     ax_ = vc[i, _V_NI]
@@ -816,13 +826,14 @@ def _block_solve(s, vc, i, a, b, nx, ny):
         xy = 0.0
         found = bx >= 0.0 and by >= 0.0
     if not found:
-        return
+        return 0.0
     d1 = xx - ax_
     d2 = xy - ay_
     _apply(s, a, b, d1 * nx, d1 * ny, r1ax, r1ay, r1bx, r1by)
     _apply(s, a, b, d2 * nx, d2 * ny, r2ax, r2ay, r2bx, r2by)
     vc[i, _V_NI] = xx
     vc[i, _V_NI + 1] = xy
+    return max(abs(d1), abs(d2))
 
 
 @njit(cache=True)
@@ -949,6 +960,8 @@ def _solve22(a11, a12, a21, a22, bx, by):
 
 @njit(cache=True)
 def _solve_joint_velocity(s, j, h):
+    """One velocity iteration of joint j (b2RevoluteJoint::SolveVelocityConstraints);
+    returns the largest change of an accumulated impulse."""
     a = JOINT_A[j]
     b = JOINT_B[j]
     ma, mb, ia, ib = INV_MASS[a], INV_MASS[b], INV_INERTIA[a], INV_INERTIA[b]
@@ -957,6 +970,7 @@ def _solve_joint_velocity(s, j, h):
     exx, exy, exz, eyy, eyz, ezz = s[d + 4], s[d + 5], s[d + 6], s[d + 7], s[d + 8], s[d + 9]
     imp = _S_JIMP + 3 * j
     state = int(s[_S_JLIM + j])
+    change = 0.0
     if state != _EQUAL:
         cdot = s[_S_AVEL + b] - s[_S_AVEL + a] - s[_S_MSPEED + j]
         impulse = -s[d + 10] * cdot
@@ -964,6 +978,7 @@ def _solve_joint_velocity(s, j, h):
         max_imp = h * MAX_MOTOR_TORQUE
         s[_S_JMOT + j] = min(max(old + impulse, -max_imp), max_imp)
         impulse = s[_S_JMOT + j] - old
+        change = abs(impulse)
         s[_S_AVEL + a] -= ia * impulse
         s[_S_AVEL + b] += ib * impulse
     wa = s[_S_AVEL + a]
@@ -1004,16 +1019,17 @@ def _solve_joint_velocity(s, j, h):
         s[_S_VEL + 2 * b] += mb * ix
         s[_S_VEL + 2 * b + 1] += mb * iy
         s[_S_AVEL + b] += ib * (rbx * iy - rby * ix + iz)
-    else:
-        ix, iy = _solve22(exx, exy, exy, eyy, -c1x, -c1y)
-        s[imp] += ix
-        s[imp + 1] += iy
-        s[_S_VEL + 2 * a] -= ma * ix
-        s[_S_VEL + 2 * a + 1] -= ma * iy
-        s[_S_AVEL + a] -= ia * (rax * iy - ray * ix)
-        s[_S_VEL + 2 * b] += mb * ix
-        s[_S_VEL + 2 * b + 1] += mb * iy
-        s[_S_AVEL + b] += ib * (rbx * iy - rby * ix)
+        return max(change, abs(ix), abs(iy), abs(iz))
+    ix, iy = _solve22(exx, exy, exy, eyy, -c1x, -c1y)
+    s[imp] += ix
+    s[imp + 1] += iy
+    s[_S_VEL + 2 * a] -= ma * ix
+    s[_S_VEL + 2 * a + 1] -= ma * iy
+    s[_S_AVEL + a] -= ia * (rax * iy - ray * ix)
+    s[_S_VEL + 2 * b] += mb * ix
+    s[_S_VEL + 2 * b + 1] += mb * iy
+    s[_S_AVEL + b] += ib * (rbx * iy - rby * ix)
+    return max(change, abs(ix), abs(iy))
 
 
 @njit(cache=True)
@@ -1190,24 +1206,18 @@ def _solve_island(s, m, vc, wk, nb, c0, nc, with_joints, h):
     if with_joints:
         _init_joint(s, 0)
         _init_joint(s, 1)
-        if s[_S_JLIM] == _INACTIVE and s[_S_JLIM + 1] == _INACTIVE:
+        # Only without contacts: with friction the iterations' end point depends on where
+        # they start, so they must start from Box2D's warm start.
+        if nc == 0 and s[_S_JLIM] == _INACTIVE and s[_S_JLIM + 1] == _INACTIVE:
             _direct_joint_guess(s, h)
     for _ in range(VELOCITY_ITERATIONS):
-        for i in range(nb):
-            b = int(wk[_W_BODIES + i])
-            wk[_W_VPREV + 3 * i] = s[_S_VEL + 2 * b]
-            wk[_W_VPREV + 3 * i + 1] = s[_S_VEL + 2 * b + 1]
-            wk[_W_VPREV + 3 * i + 2] = s[_S_AVEL + b]
-        if with_joints:
-            _solve_joint_velocity(s, 0, h)
-            _solve_joint_velocity(s, 1, h)
-        _solve_contact_velocities(s, vc, wk, c0, nc)
         change = 0.0
-        for i in range(nb):
-            b = int(wk[_W_BODIES + i])
-            change = max(change, abs(wk[_W_VPREV + 3 * i] - s[_S_VEL + 2 * b]))
-            change = max(change, abs(wk[_W_VPREV + 3 * i + 1] - s[_S_VEL + 2 * b + 1]))
-            change = max(change, abs(wk[_W_VPREV + 3 * i + 2] - s[_S_AVEL + b]))
+        if with_joints:
+            change = max(_solve_joint_velocity(s, 0, h), _solve_joint_velocity(s, 1, h))
+        change = max(change, _solve_contact_velocities(s, vc, wk, c0, nc))
+        # Accumulated impulses that stopped changing stay put: the remaining iterations
+        # would change nothing. (Unchanged velocities are no such sign: a motor and a joint
+        # limit, or contacts, can trade impulse for many iterations at rest.)
         if change <= CONVERGED:
             break
     _store_impulses(m, vc, wk, c0, nc)
@@ -1224,14 +1234,6 @@ def _solve_island(s, m, vc, wk, nb, c0, nc, with_joints, h):
 
 
 @njit(cache=True)
-def _point_box_distance(x, y, box, px, py, c, sn):
-    lx, ly = _mul_t(px, py, c, sn, x, y)
-    dx = max(abs(lx) - HALF_EXTENTS[box, 0], 0.0)
-    dy = max(abs(ly) - HALF_EXTENTS[box, 1], 0.0)
-    return math.sqrt(dx * dx + dy * dy)
-
-
-@njit(cache=True)
 def _sweep_xf(s, b, t):
     """Transform of body b at fraction t of its sweep (from alpha0 to the step's end)."""
     cx = (1.0 - t) * s[_S_POS0 + 2 * b] + t * s[_S_POS + 2 * b]
@@ -1241,15 +1243,63 @@ def _sweep_xf(s, b, t):
 
 
 @njit(cache=True)
-def _core_distance(s, k, t):
-    """Distance between the core shapes (no skin, the ball reduced to its centre) of contact
-    k's bodies, both at fraction t of their sweeps; 0 when the cores overlap."""
-    a = CONTACT_A[k]
-    b = CONTACT_B[k]
+def _proxy_vertex(b, i):
+    """Vertex i of body b's core shape (b2DistanceProxy): the box's corners, the ball's
+    centre."""
+    if b == BALL:
+        return 0.0, 0.0
+    return _box_vertex(b, i)
+
+
+@njit(cache=True)
+def _support(b, dx, dy):
+    """b2DistanceProxy::GetSupport: the first vertex farthest along the local direction d."""
+    if b == BALL:
+        return 0
+    best = 0
+    vx, vy = _box_vertex(b, 0)
+    best_v = vx * dx + vy * dy
+    for i in range(1, 4):
+        vx, vy = _box_vertex(b, i)
+        v = vx * dx + vy * dy
+        if v > best_v:
+            best = i
+            best_v = v
+    return best
+
+
+@njit(cache=True)
+def _point_box_feature(x, y, box, px, py, c, sn):
+    """Distance from the point (x, y) to the core box of body `box` at pose (px, py, c, sn)
+    and the box's closest feature: (distance, 1, vertex, vertex) or (distance, 2, edge's
+    first vertex, its second); (0, 0, 0, 0) when the point is inside."""
+    lx, ly = _mul_t(px, py, c, sn, x, y)
+    ox = abs(lx) - HALF_EXTENTS[box, 0]
+    oy = abs(ly) - HALF_EXTENTS[box, 1]
+    if ox <= 0.0 and oy <= 0.0:
+        return 0.0, 0, 0, 0
+    if ox > 0.0 and oy > 0.0:
+        if lx < 0.0:
+            v = 0 if ly < 0.0 else 3
+        else:
+            v = 1 if ly < 0.0 else 2
+        return math.sqrt(ox * ox + oy * oy), 1, v, v
+    if ox > 0.0:
+        return (ox, 2, 1, 2) if lx > 0.0 else (ox, 2, 3, 0)
+    return (oy, 2, 0, 1) if ly < 0.0 else (oy, 2, 2, 3)
+
+
+@njit(cache=True)
+def _distance(s, a, b, t):
+    """b2Distance between the core shapes (no skin, the ball reduced to its centre) of bodies
+    a (a box) and b at fraction t of their sweeps, with the simplex GJK ends on: (distance,
+    count, indexA0, indexA1, indexB0, indexB1), count 1 for two vertices, 2 for an edge and a
+    vertex (the vertex's index repeated); distance 0 when the cores overlap."""
     pax, pay, ca, sa = _sweep_xf(s, a, t)
     pbx, pby, cb, sb = _sweep_xf(s, b, t)
     if b == BALL:
-        return _point_box_distance(pbx, pby, a, pax, pay, ca, sa)
+        d, n, i0, i1 = _point_box_feature(pbx, pby, a, pax, pay, ca, sa)
+        return d, n, i0, i1, 0, 0
     # Separating-axis test first: crossing boxes have no vertex inside the other.
     best = -1e300
     for side in range(2):
@@ -1272,64 +1322,161 @@ def _core_distance(s, k, t):
                 lo = min(lo, (qx - ex) * nwx + (qy - ey) * nwy)
             best = max(best, lo)
     if best <= 0.0:
-        return 0.0
+        return 0.0, 0, 0, 0, 0, 0
+    # Closest pair: a vertex of one box against a feature of the other.
     d = 1e300
+    n, ia0, ia1, ib0, ib1 = 0, 0, 0, 0, 0
     for i in range(4):
-        vx, vy = _box_vertex(a, i)
-        qx, qy = _mul(pax, pay, ca, sa, vx, vy)
-        d = min(d, _point_box_distance(qx, qy, b, pbx, pby, cb, sb))
         vx, vy = _box_vertex(b, i)
         qx, qy = _mul(pbx, pby, cb, sb, vx, vy)
-        d = min(d, _point_box_distance(qx, qy, a, pax, pay, ca, sa))
-    return d
+        di, ni, f0, f1 = _point_box_feature(qx, qy, a, pax, pay, ca, sa)
+        if di < d:
+            d, n, ia0, ia1, ib0, ib1 = di, ni, f0, f1, i, i
+        vx, vy = _box_vertex(a, i)
+        qx, qy = _mul(pax, pay, ca, sa, vx, vy)
+        di, ni, f0, f1 = _point_box_feature(qx, qy, b, pbx, pby, cb, sb)
+        if di < d:
+            d, n, ia0, ia1, ib0, ib1 = di, ni, i, i, f0, f1
+    return d, n, ia0, ia1, ib0, ib1
+
+
+@njit(cache=True)
+def _separation_init(s, a, b, t, count, ia0, ia1, ib0, ib1):
+    """b2SeparationFunction::Initialize from the simplex at fraction t: (type, axis x, axis
+    y, local point x, y); type 0 = points (axis in the world frame), 1 = face of a, 2 = face
+    of b (axis and point in that body's frame)."""
+    pax, pay, ca, sa = _sweep_xf(s, a, t)
+    pbx, pby, cb, sb = _sweep_xf(s, b, t)
+    if count == 1:
+        vx, vy = _proxy_vertex(a, ia0)
+        qax, qay = _mul(pax, pay, ca, sa, vx, vy)
+        vx, vy = _proxy_vertex(b, ib0)
+        qbx, qby = _mul(pbx, pby, cb, sb, vx, vy)
+        ax = qbx - qax
+        ay = qby - qay
+        ln = math.sqrt(ax * ax + ay * ay)
+        if ln >= _EPS32:
+            ax /= ln
+            ay /= ln
+        return 0, ax, ay, 0.0, 0.0
+    if ia0 == ia1:
+        typ = 2
+        f, fx, fy, fc, fs = b, pbx, pby, cb, sb
+        o, ox, oy, oc, os_, ov = a, pax, pay, ca, sa, ia0
+        f0, f1 = ib0, ib1
+    else:
+        typ = 1
+        f, fx, fy, fc, fs = a, pax, pay, ca, sa
+        o, ox, oy, oc, os_, ov = b, pbx, pby, cb, sb, ib0
+        f0, f1 = ia0, ia1
+    v1x, v1y = _proxy_vertex(f, f0)
+    v2x, v2y = _proxy_vertex(f, f1)
+    # b2Cross(v2 - v1, 1).
+    ax = v2y - v1y
+    ay = -(v2x - v1x)
+    ln = math.sqrt(ax * ax + ay * ay)
+    ax /= ln
+    ay /= ln
+    lpx = 0.5 * (v1x + v2x)
+    lpy = 0.5 * (v1y + v2y)
+    nx = fc * ax - fs * ay
+    ny = fs * ax + fc * ay
+    qfx, qfy = _mul(fx, fy, fc, fs, lpx, lpy)
+    vx, vy = _proxy_vertex(o, ov)
+    qox, qoy = _mul(ox, oy, oc, os_, vx, vy)
+    if (qox - qfx) * nx + (qoy - qfy) * ny < 0.0:
+        ax, ay = -ax, -ay
+    return typ, ax, ay, lpx, lpy
+
+
+@njit(cache=True)
+def _separation(s, a, b, t, typ, ax, ay, lpx, lpy, ia, ib):
+    """b2SeparationFunction::FindMinSeparation (ia, ib < 0: the deepest points are looked
+    up) or Evaluate (given points) at fraction t: (separation, ia, ib)."""
+    pax, pay, ca, sa = _sweep_xf(s, a, t)
+    pbx, pby, cb, sb = _sweep_xf(s, b, t)
+    if typ == 0:
+        if ia < 0:
+            ia = _support(a, ca * ax + sa * ay, -sa * ax + ca * ay)
+            ib = _support(b, -(cb * ax + sb * ay), -(-sb * ax + cb * ay))
+        vx, vy = _proxy_vertex(a, ia)
+        qax, qay = _mul(pax, pay, ca, sa, vx, vy)
+        vx, vy = _proxy_vertex(b, ib)
+        qbx, qby = _mul(pbx, pby, cb, sb, vx, vy)
+        return (qbx - qax) * ax + (qby - qay) * ay, ia, ib
+    if typ == 1:
+        nx = ca * ax - sa * ay
+        ny = sa * ax + ca * ay
+        qax, qay = _mul(pax, pay, ca, sa, lpx, lpy)
+        if ib < 0:
+            ib = _support(b, -(cb * nx + sb * ny), -(-sb * nx + cb * ny))
+        vx, vy = _proxy_vertex(b, ib)
+        qbx, qby = _mul(pbx, pby, cb, sb, vx, vy)
+        return (qbx - qax) * nx + (qby - qay) * ny, ia, ib
+    nx = cb * ax - sb * ay
+    ny = sb * ax + cb * ay
+    qbx, qby = _mul(pbx, pby, cb, sb, lpx, lpy)
+    if ia < 0:
+        ia = _support(a, -(ca * nx + sa * ny), -(-sa * nx + ca * ny))
+    vx, vy = _proxy_vertex(a, ia)
+    qax, qay = _mul(pax, pay, ca, sa, vx, vy)
+    return (qax - qbx) * nx + (qay - qby) * ny, ia, ib
 
 
 @njit(cache=True)
 def _time_of_impact(s, k):
-    """b2TimeOfImpact on the sweeps of contact k's bodies: the first fraction t where the
-    core distance reaches target = max(slop, rA + rB - 3 slop) (within 0.25 slop); -1 when
-    the cores already overlap or never come that close."""
+    """b2TimeOfImpact on the sweeps of contact k's bodies: conservative advancement on
+    separating axes until the core distance falls within 0.25 slop of target = max(slop,
+    rA + rB - 3 slop). Returns the fraction t of the sweep when Box2D reports touching, -1
+    when it reports overlapped, separated or failed (no event)."""
     a = CONTACT_A[k]
     b = CONTACT_B[k]
     target = max(_LINEAR_SLOP, RADIUS[a] + RADIUS[b] - 3.0 * _LINEAR_SLOP)
     tol = 0.25 * _LINEAR_SLOP
+    # The bounds' gap is a lower bound of the distance over the whole sweep.
     if _aabb_gap(s, a, b, True) > target + tol:
         return -1.0
-    d0 = _core_distance(s, k, 0.0)
-    if d0 <= 0.0:
-        return -1.0
-    if d0 < target + tol:
-        return 0.0
-    motion = 0.0
-    for body in (a, b):
-        dx = s[_S_POS + 2 * body] - s[_S_POS0 + 2 * body]
-        dy = s[_S_POS + 2 * body + 1] - s[_S_POS0 + 2 * body + 1]
-        turn = abs(s[_S_ANG + body] - s[_S_ANG0 + body])
-        motion += math.sqrt(dx * dx + dy * dy) + turn * REACH[body]
-    d1 = _core_distance(s, k, 1.0)
-    # The distance changes at most `motion` over the sweep, so it stays above this bound.
-    if 0.5 * (d0 + d1 - motion) > target + tol:
-        return -1.0
-    n = max(4, int(math.ceil(motion / (0.25 * target))))
-    lo = 0.0
-    for i in range(1, n + 1):
-        t = i / n
-        d = d1 if i == n else _core_distance(s, k, t)
+    t1 = 0.0
+    # Box2D's iteration caps: 20 axes, b2_maxPolygonVertices push-backs per axis, 50 root
+    # iterations; a capped search ends as Box2D's does.
+    for _ in range(20):
+        d, n, ia0, ia1, ib0, ib1 = _distance(s, a, b, t1)
+        if d <= 0.0:
+            return -1.0
         if d < target + tol:
-            if d > target - tol:
-                return t
-            hi = t
-            for _ in range(60):
-                mid = 0.5 * (lo + hi)
-                dm = _core_distance(s, k, mid)
-                if dm > target + tol:
-                    lo = mid
-                elif dm < target - tol:
-                    hi = mid
+            return t1
+        typ, ax, ay, lpx, lpy = _separation_init(s, a, b, t1, n, ia0, ia1, ib0, ib1)
+        t2 = 1.0
+        for _push in range(8):
+            s2, ia, ib = _separation(s, a, b, t2, typ, ax, ay, lpx, lpy, -1, -1)
+            if s2 > target + tol:
+                return -1.0
+            if s2 > target - tol:
+                t1 = t2
+                break
+            s1, ia, ib = _separation(s, a, b, t1, typ, ax, ay, lpx, lpy, ia, ib)
+            if s1 < target - tol:
+                return -1.0
+            if s1 <= target + tol:
+                return t1
+            # Root of separation = target: bisection and secant steps in turn.
+            a1 = t1
+            a2 = t2
+            for r in range(50):
+                if r & 1:
+                    t = a1 + (target - s1) * (a2 - a1) / (s2 - s1)
                 else:
-                    return mid
-            return hi
-        lo = t
+                    t = 0.5 * (a1 + a2)
+                sv, ia, ib = _separation(s, a, b, t, typ, ax, ay, lpx, lpy, ia, ib)
+                if abs(sv - target) < tol:
+                    t2 = t
+                    break
+                if sv > target:
+                    a1 = t
+                    s1 = sv
+                else:
+                    a2 = t
+                    s2 = sv
     return -1.0
 
 
@@ -1470,7 +1617,8 @@ def _solve_toi(s, m, vc, wk, h):
             s[_S_ANG0 + body] = s[_S_ANG + body]
         _init_velocity_constraints(s, m, vc, wk, _W_CONTACTS, nc, False)
         for _ in range(VELOCITY_ITERATIONS):
-            _solve_contact_velocities(s, vc, wk, _W_CONTACTS, nc)
+            if _solve_contact_velocities(s, vc, wk, _W_CONTACTS, nc) <= CONVERGED:
+                break
         _integrate_positions(s, wk, _W_BODIES, nb, (1.0 - min_alpha) * h)
         for i in range(nb):
             body = int(wk[_W_BODIES + i])
