@@ -74,7 +74,8 @@ class StaxParams:
     train_autoencoder: bool = True
     device: str = "cpu"
     deterministic_ae: bool = False
-    torch_threads: int = field(default=0, metadata={"ge": 0})
+    # Threads of torch's intra-op pool (0: torch's default); 1 as TAXONS (qd.taxons docstring).
+    torch_threads: int = field(default=1, metadata={"ge": 0})
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,6 @@ class Stax(Serene):
     def __init__(self, config: StaxConfig) -> None:
         super().__init__(config)
         s = config.stax
-        if s.torch_threads:
-            import torch
-
-            if torch.get_num_threads() != s.torch_threads:
-                torch.set_num_threads(s.torch_threads)
         ae_seed = int(np.random.SeedSequence([config.seed, 1]).generate_state(1)[0])
         self.autoencoder = AutoEncoder(
             "stax",
@@ -180,6 +176,7 @@ class Stax(Serene):
             seed=ae_seed,
             device=s.device,
             deterministic=s.deterministic_ae,
+            threads=s.torch_threads,
         )
         # genome bytes -> uint8 frames (k, 3, S, S), for the individuals alive in the search.
         self.frames: dict[bytes, np.ndarray] = {}

@@ -31,8 +31,20 @@ N(0, 1) clipped.
 
 Metrics, always in the ground-truth space (final (x, y) on a 50x50 grid): ``coverage`` counts
 every evaluated individual (SERENE's definition, qd.md §6), ``coverage_archive`` only the
-archive's (TAXONS's). Timing columns split each generation's wall time into rollouts,
-encoding, selection and autoencoder training (+ archive re-encoding).
+archive's (TAXONS's). Where the time goes, as cumulative wall-clock seconds:
+``time_rollouts`` (rollouts and frames, through the executor), ``time_features`` (encoding the
+population, and re-encoding the archive after each training), ``time_select`` (novelty kNN,
+selection, mutation) and ``time_train`` (autoencoder training alone).
+
+Speed (measured in ``experiments.benchmarks.taxons``), with the results unchanged: the
+generation's criterion is drawn before encoding and the decoder runs only when surprise is the
+criterion (``mean_surprise`` is then NaN in novelty generations); the archive is re-encoded by
+the encoder alone; ``torch_threads = 1`` by default, since the rollouts' workers hold the other
+cores and two OpenMP threads on a shared 2-core machine measured several times slower than one
+(the autoencoder re-asserts it on every call: Numba's kNN kernels reset libgomp's count).
+Most of a run is autoencoder training (5 epochs over 3000 new + up to 5000 archive frames every
+30 generations, about 0.9 M frame passes over 100k evaluations). ``frame_size = 32`` (an option;
+the paper's is 64) makes each pass about 3.5x cheaper in CPU time.
 
 Budget unit: evaluations; the run stops after the generation that reaches it.
 """
@@ -86,8 +98,8 @@ class TaxonsParams:
     # True keeps oneDNN out of the autoencoder (qd.autoencoder; ~1.5x slower training on the
     # CPU); resumed runs still agree only to float rounding on the CPU, so it is off.
     deterministic_ae: bool = False
-    # 0: leave torch's thread count alone.
-    torch_threads: int = field(default=0, metadata={"ge": 0})
+    # Threads of torch's intra-op pool in this process; 0: leave torch's default alone.
+    torch_threads: int = field(default=1, metadata={"ge": 0})
     genomes_per_item: int = field(default=10, metadata={"ge": 1})
     coverage_bins: int = field(default=50, metadata={"ge": 1})
 
@@ -179,13 +191,6 @@ class Taxons:
         self.genome_size = task.genome_size(self.controller)
         self.reward_areas = task.reward_areas
         self.gt_low, self.gt_high = task.gt_low, task.gt_high
-        if t.torch_threads:
-            import torch
-
-            # Calling it again, even with the same count, can change which oneDNN kernels later
-            # calls pick (and their float rounding): only call it for a real change.
-            if torch.get_num_threads() != t.torch_threads:
-                torch.set_num_threads(t.torch_threads)
         seeds = np.random.SeedSequence(config.seed).spawn(2)
         self.rng = np.random.default_rng(seeds[0])
         ae_seed = int(seeds[1].generate_state(1)[0])
@@ -197,6 +202,7 @@ class Taxons:
             seed=ae_seed,
             device=t.device,
             deterministic=t.deterministic_ae,
+            threads=t.torch_threads,
         )
         self.coverage = CoverageGrid(task.gt_low, task.gt_high, t.coverage_bins)
         self.rewards = RewardAreaTracker(len(self.reward_areas))
@@ -210,7 +216,7 @@ class Taxons:
         self.last: dict[str, float] = {}
         self.trainings = 0
         self.recoveries = 0
-        self.timing = {"rollout": 0.0, "encode": 0.0, "select": 0.0, "train": 0.0}
+        self.timing = {"rollouts": 0.0, "features": 0.0, "select": 0.0, "train": 0.0}
 
     # -- protocol -------------------------------------------------------------------------
     @property
@@ -250,7 +256,7 @@ class Taxons:
             "coverage_archive": self.archive_coverage(),
             "criterion": self.last.get("criterion", 0.0),
             "mean_novelty": self.last.get("mean_novelty", 0.0),
-            "mean_surprise": self.last.get("mean_surprise", 0.0),
+            "mean_surprise": self.last.get("mean_surprise", float("nan")),
             "ae_loss": self.last.get("ae_loss", float("nan")),
             "trainings": self.trainings,
             **{f"time_{k}": v for k, v in self.timing.items()},
@@ -307,9 +313,13 @@ class Taxons:
         self.rewards.add(out["reward"], out["reward_area"], self.evaluations)
         self.evaluations += len(self.genomes)
         t1 = time.perf_counter()
-        latents, surprise = self.autoencoder.encode(out["frames"])
-        t2 = time.perf_counter()
+        # The criterion draws from self.rng before encoding, which does not touch it.
         criterion = self._criterion()
+        if criterion == SURPRISE:
+            latents, surprise = self.autoencoder.encode(out["frames"])
+        else:
+            latents, surprise = self.autoencoder.descriptors(out["frames"]), None
+        t2 = time.perf_counter()
         if criterion == NOVELTY:
             score = self.novelty(latents)
             if len(score) > 1 and float(score.max()) == 0.0:
@@ -318,9 +328,11 @@ class Taxons:
                     "collapsed to a point (the autoencoder maps all frames alike)"
                 )
             self.last["mean_novelty"] = float(score.mean())
+            self.last["mean_surprise"] = float("nan")
         else:
+            assert surprise is not None
             score = surprise
-        self.last["mean_surprise"] = float(surprise.mean())
+            self.last["mean_surprise"] = float(surprise.mean())
         self.last["criterion"] = float(criterion)
         order = np.argsort(-score, kind="stable")
         best, worst = order[: t.n_best], order[-t.n_best :]
@@ -347,13 +359,13 @@ class Taxons:
         idents[mutated] = self._new_idents(int(mutated.sum()))
         self.genomes, self.idents = genomes, idents
         t3 = time.perf_counter()
+        self.timing["rollouts"] += t1 - t0
+        self.timing["features"] += t2 - t1
+        self.timing["select"] += t3 - t2
         if t.variant != "nt":
             self.new_frames.append(out["frames"])
             if self.generation > 0 and self.generation % t.train_interval == 0:
                 self._train()
-        t4 = time.perf_counter()
-        for k, dt in zip(self.timing, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-            self.timing[k] += dt
         self.generation += 1
 
     def _train(self) -> None:
@@ -363,13 +375,17 @@ class Taxons:
             data.append(self.archive["frames"])
         frames = np.concatenate(data)
         before = self.autoencoder.state_dict()
+        t0 = time.perf_counter()
         report = self.autoencoder.train_epochs(frames, t.train_epochs, t.batch_size)
+        t1 = time.perf_counter()
+        self.timing["train"] += t1 - t0
         self.new_frames = []
         if report.recovered:
             self.recoveries += 1
             return
         if len(self.archive):
-            latents, _ = self.autoencoder.encode(self.archive["frames"])
+            latents = self.autoencoder.descriptors(self.archive["frames"])
+            self.timing["features"] += time.perf_counter() - t1
             if latents_collapsed(latents) or not np.all(np.isfinite(latents)):
                 log.warning(
                     "generation %d: the trained autoencoder maps every archive frame to one "

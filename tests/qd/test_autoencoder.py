@@ -32,6 +32,41 @@ def test_shapes(kind, size):
     np.testing.assert_allclose(sm, s + s[::-1], rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["taxons", "stax"])
+def test_descriptors_and_channels_last_agree_with_encode(kind):
+    frames = maze_frames(7, 1)
+    ae = AutoEncoder(kind, frame_size=32, seed=2, inference_batch=3)
+    ae.train_epochs(frames, 1, 4)  # BatchNorm statistics away from their initial values
+    z, _ = ae.encode(frames)
+    np.testing.assert_array_equal(ae.descriptors(frames), z)
+    multi = np.stack([frames, frames[::-1]], axis=1)
+    np.testing.assert_array_equal(ae.descriptors(multi), ae.encode(multi)[0])
+    cl = AutoEncoder(kind, frame_size=32, seed=2, deterministic=False, channels_last=True)
+    cl.load_state_dict(ae.state_dict())
+    assert cl.model.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    zc, sc = cl.encode(frames)
+    np.testing.assert_allclose(zc, z, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(sc, ae.encode(frames)[1], rtol=1e-4)
+    np.testing.assert_allclose(cl.descriptors(frames), zc, rtol=1e-6, atol=1e-7)
+
+
+def test_thread_count_is_reasserted_on_every_call():
+    # Numba's OpenMP layer (kernels.knn) resets libgomp's count, which is torch's too.
+    before = torch.get_num_threads()
+    try:
+        ae = AutoEncoder("stax", frame_size=32, seed=0, threads=1)
+        torch.set_num_threads(3)
+        ae.descriptors(maze_frames(2, 0))
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(3)
+        ae.train_epochs(maze_frames(4, 0), 1, 2)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads"):
+            AutoEncoder("stax", frame_size=32, threads=-1)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_batchnorm_only_in_the_taxons_variant():
     def has_bn(kind):
         return any(isinstance(m, torch.nn.BatchNorm2d) for m in ConvAE(kind).modules())

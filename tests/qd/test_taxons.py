@@ -108,7 +108,8 @@ def test_variants():
 
 def test_collapsed_latents_are_an_error_at_selection():
     tr = Taxons(small_config(budget=60))
-    tr.autoencoder.encode = lambda frames: (np.zeros((len(frames), 10)), np.ones(len(frames)))
+    # Generation 0 uses novelty: the encoder alone (descriptors) gives its latents.
+    tr.autoencoder.descriptors = lambda frames: np.zeros((len(frames), 10))
     with pytest.raises(RuntimeError, match="collapsed"):
         tr.iterate(SerialExecutor())
 
@@ -119,13 +120,13 @@ def test_collapsing_training_is_undone():
     run(tr, ex, generations=3)
     archive_latents = tr.archive["latent"].copy()
     weights = {k: v.clone() for k, v in tr.autoencoder.model.state_dict().items()}
-    real_encode = tr.autoencoder.encode
+    real_descriptors = tr.autoencoder.descriptors
 
-    def encode_after_training(frames):
-        z, s = real_encode(frames)
-        return (np.zeros_like(z), s) if len(frames) == len(tr.archive) else (z, s)
+    def descriptors_after_training(frames):
+        z = real_descriptors(frames)
+        return np.zeros_like(z) if len(frames) == len(tr.archive) else z
 
-    tr.autoencoder.encode = encode_after_training
+    tr.autoencoder.descriptors = descriptors_after_training
     tr.iterate(ex)  # generation 3: trains, then the archive's latents collapse
     assert tr.recoveries == 1 and tr.trainings == 0
     np.testing.assert_array_equal(tr.archive["latent"][: len(archive_latents)], archive_latents)
@@ -145,3 +146,28 @@ def test_plots(tmp_path):
     run(tr, SerialExecutor())
     paths = tr.plot(tmp_path)
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+
+
+def test_timing_columns_split_the_run():
+    ex = SerialExecutor()
+    tr = Taxons(small_config(budget=100, train_interval=3))
+    rows = run(tr, ex)
+    names = ("time_rollouts", "time_features", "time_select", "time_train")
+    for a, b in zip(rows, rows[1:], strict=False):
+        assert all(0.0 <= a[k] <= b[k] for k in names)
+    # The autoencoder trains at the end of generation 3 only (5 generations).
+    assert [r["time_train"] > 0 for r in rows] == [False, False, False, True, True]
+    assert rows[-1]["time_rollouts"] > 0 and rows[-1]["time_features"] > 0
+    nt = Taxons(small_config("nt", budget=100, train_interval=3))
+    assert run(nt, ex)[-1]["time_train"] == 0.0
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_frame_size_option(size):
+    tr = Taxons(small_config(budget=40, frame_size=size))
+    row = run(tr, SerialExecutor())[-1]
+    assert tr.autoencoder.frame_size == size
+    assert tr.archive["frames"].shape[1:] == (3, size, size)
+    assert tr.archive["frames"].dtype == np.uint8 and row["coverage"] > 0
+    with pytest.raises(ValueError, match="frame_size must be 32 or 64"):
+        Taxons(small_config(frame_size=48))
