@@ -16,8 +16,6 @@ set of at most ``skip`` points gives 0.0, an empty one is an error.
 """
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -68,19 +66,12 @@ def _as_points(name: str, arr: object, dim: int | None = None) -> np.ndarray:
     return np.require(a, requirements=["C", "W"])
 
 
-@contextmanager
-def _threads_for(work: float) -> Iterator[int]:
-    """Runs the block with Numba's full pool when work >= _PARALLEL_WORK, else with one thread;
-    yields the thread count (for SciPy's ``workers``)."""
-    n = numba.get_num_threads()
-    if work >= _PARALLEL_WORK or n == 1:
-        yield n
-        return
-    numba.set_num_threads(1)
-    try:
-        yield 1
-    finally:
-        numba.set_num_threads(n)
+def _parallel(work: float) -> bool:
+    """Whether a kernel call of this much work should use Numba's thread pool (the serial twin
+    otherwise). Choosing a kernel, rather than calling ``numba.set_num_threads(1)`` around a
+    parallel one, leaves the process-wide thread settings alone, so concurrent callers and
+    torch (which shares libgomp with Numba's OpenMP layer) never see them change."""
+    return work >= _PARALLEL_WORK and numba.get_num_threads() > 1
 
 
 def _check_k(k: int) -> int:
@@ -128,12 +119,23 @@ def _scan(q, pts, lo, hi, best):
             worst = best[m - 1]
 
 
+# Each search has a parallel kernel and a serial twin with the same per-query body. They are
+# separate Python functions: Numba's on-disk cache is keyed by function, not by compile flags.
+
+
 @njit(parallel=True, cache=True)
 def _brute_knn_sq(queries, reference, m):
     """The m smallest squared distances from each query to the reference points, sorted."""
-    nq = queries.shape[0]
-    out = np.full((nq, m), np.inf)
-    for i in prange(nq):
+    out = np.full((queries.shape[0], m), np.inf)
+    for i in prange(queries.shape[0]):
+        _scan(queries[i], reference, 0, reference.shape[0], out[i])
+    return out
+
+
+@njit(cache=True)
+def _brute_knn_sq_serial(queries, reference, m):
+    out = np.full((queries.shape[0], m), np.inf)
+    for i in range(queries.shape[0]):
         _scan(queries[i], reference, 0, reference.shape[0], out[i])
     return out
 
@@ -142,6 +144,12 @@ def _brute_knn_sq(queries, reference, m):
 def _merge_knn_sq(queries, extra, best):
     """Merges the points of extra into each query's sorted best list, in place."""
     for i in prange(queries.shape[0]):
+        _scan(queries[i], extra, 0, extra.shape[0], best[i])
+
+
+@njit(cache=True)
+def _merge_knn_sq_serial(queries, extra, best):
+    for i in range(queries.shape[0]):
         _scan(queries[i], extra, 0, extra.shape[0], best[i])
 
 
@@ -211,57 +219,70 @@ def _cell_index(v, lo, h, n):
     return int(f)
 
 
+@njit(cache=True)
+def _grid_query(q, best, extra, pts, start, x0, y0, h, nx, ny, slack):
+    """Inserts q's nearest points of the grid ∪ extra into best. Rings of cells around the
+    query's cell are visited until no unvisited cell can hold a point closer than the current
+    m-th best; extra comes last, when that m-th best is tight and most of its points fail one
+    compare."""
+    m = best.shape[0]
+    qx = q[0]
+    qy = q[1]
+    cx = _cell_index(qx, x0, h, nx)
+    cy = _cell_index(qy, y0, h, ny)
+    r = 0
+    while True:
+        xlo = max(cx - r, 0)
+        xhi = min(cx + r, nx - 1)
+        # Top and bottom rows of the ring: one contiguous slice each.
+        if cy - r >= 0:
+            row = (cy - r) * nx
+            _scan(q, pts, start[row + xlo], start[row + xhi + 1], best)
+        if r > 0 and cy + r < ny:
+            row = (cy + r) * nx
+            _scan(q, pts, start[row + xlo], start[row + xhi + 1], best)
+        # Left and right columns, without the corners.
+        if r > 0:
+            for iy in range(max(cy - r + 1, 0), min(cy + r, ny)):
+                if cx - r >= 0:
+                    c = iy * nx + cx - r
+                    _scan(q, pts, start[c], start[c + 1], best)
+                if cx + r < nx:
+                    c = iy * nx + cx + r
+                    _scan(q, pts, start[c], start[c + 1], best)
+        # Distance from q to the nearest cell outside the visited square.
+        bound = np.inf
+        if cx - r > 0:
+            bound = min(bound, qx - (x0 + (cx - r) * h))
+        if cx + r < nx - 1:
+            bound = min(bound, x0 + (cx + r + 1) * h - qx)
+        if cy - r > 0:
+            bound = min(bound, qy - (y0 + (cy - r) * h))
+        if cy + r < ny - 1:
+            bound = min(bound, y0 + (cy + r + 1) * h - qy)
+        if bound == np.inf:
+            break  # the whole grid has been visited
+        bound -= slack
+        if bound > 0.0 and best[m - 1] <= bound * bound:
+            break
+        r += 1
+    _scan(q, extra, 0, extra.shape[0], best)
+
+
 @njit(parallel=True, cache=True)
 def _grid_knn_sq(queries, extra, pts, start, x0, y0, h, nx, ny, slack, m):
-    """Like _brute_knn_sq over grid points ∪ extra. Rings of cells around the query's cell
-    are visited until no unvisited cell can hold a point closer than the current m-th best;
-    extra comes last, when that m-th best is tight and most of its points fail one compare."""
-    nq = queries.shape[0]
-    out = np.full((nq, m), np.inf)
-    for i in prange(nq):
-        q = queries[i]
-        best = out[i]
-        qx = q[0]
-        qy = q[1]
-        cx = _cell_index(qx, x0, h, nx)
-        cy = _cell_index(qy, y0, h, ny)
-        r = 0
-        while True:
-            xlo = max(cx - r, 0)
-            xhi = min(cx + r, nx - 1)
-            # Top and bottom rows of the ring: one contiguous slice each.
-            if cy - r >= 0:
-                row = (cy - r) * nx
-                _scan(q, pts, start[row + xlo], start[row + xhi + 1], best)
-            if r > 0 and cy + r < ny:
-                row = (cy + r) * nx
-                _scan(q, pts, start[row + xlo], start[row + xhi + 1], best)
-            # Left and right columns, without the corners.
-            if r > 0:
-                for iy in range(max(cy - r + 1, 0), min(cy + r, ny)):
-                    if cx - r >= 0:
-                        c = iy * nx + cx - r
-                        _scan(q, pts, start[c], start[c + 1], best)
-                    if cx + r < nx:
-                        c = iy * nx + cx + r
-                        _scan(q, pts, start[c], start[c + 1], best)
-            # Distance from q to the nearest cell outside the visited square.
-            bound = np.inf
-            if cx - r > 0:
-                bound = min(bound, qx - (x0 + (cx - r) * h))
-            if cx + r < nx - 1:
-                bound = min(bound, x0 + (cx + r + 1) * h - qx)
-            if cy - r > 0:
-                bound = min(bound, qy - (y0 + (cy - r) * h))
-            if cy + r < ny - 1:
-                bound = min(bound, y0 + (cy + r + 1) * h - qy)
-            if bound == np.inf:
-                break  # the whole grid has been visited
-            bound -= slack
-            if bound > 0.0 and best[m - 1] <= bound * bound:
-                break
-            r += 1
-        _scan(q, extra, 0, extra.shape[0], best)
+    """Like _brute_knn_sq over the grid's points ∪ extra."""
+    out = np.full((queries.shape[0], m), np.inf)
+    for i in prange(queries.shape[0]):
+        _grid_query(queries[i], out[i], extra, pts, start, x0, y0, h, nx, ny, slack)
+    return out
+
+
+@njit(cache=True)
+def _grid_knn_sq_serial(queries, extra, pts, start, x0, y0, h, nx, ny, slack, m):
+    out = np.full((queries.shape[0], m), np.inf)
+    for i in range(queries.shape[0]):
+        _grid_query(queries[i], out[i], extra, pts, start, x0, y0, h, nx, ny, slack)
     return out
 
 
@@ -297,8 +318,8 @@ def knn_novelty(
     Numba, parallel over queries. Same result as ``knn_novelty_reference``."""
     q, ref, k = _check_inputs(queries, reference, k)
     skip = int(bool(skip_nearest))
-    with _threads_for(q.size * ref.shape[0]):
-        best_sq = _brute_knn_sq(q, ref, k + skip)
+    brute = _brute_knn_sq if _parallel(q.size * ref.shape[0]) else _brute_knn_sq_serial
+    best_sq = brute(q, ref, k + skip)
     return _mean_of_first(*_finish(best_sq, ref.shape[0], k, skip))
 
 
@@ -403,19 +424,23 @@ class NoveltyIndex:
         extra = np.concatenate([buffer, t]) if t.shape[0] else np.ascontiguousarray(buffer)
         scan = q.size * extra.shape[0]
         if self._n_bulk == 0 or q.shape[0] == 0:
-            with _threads_for(scan):
-                best_sq = _brute_knn_sq(q, extra, m)
+            brute = _brute_knn_sq if _parallel(scan) else _brute_knn_sq_serial
+            best_sq = brute(q, extra, m)
         elif self._grid is not None:
             # A grid search visits 9 to 25 cells around the query.
-            with _threads_for(scan + q.size * 16 * _POINTS_PER_CELL):
-                best_sq = _grid_knn_sq(q, extra, *self._grid, m)
+            grid = (
+                _grid_knn_sq
+                if _parallel(scan + q.size * 16 * _POINTS_PER_CELL)
+                else _grid_knn_sq_serial
+            )
+            best_sq = grid(q, extra, *self._grid, m)
         else:
             # Rough: a tree query in high dimensions visits a good share of the bulk.
-            with _threads_for(q.size * self._n_bulk) as threads:
-                d, _ = self._tree.query(q, k=m, workers=threads)
+            workers = numba.get_num_threads() if _parallel(q.size * self._n_bulk) else 1
+            d, _ = self._tree.query(q, k=m, workers=workers)
             best_sq = np.square(d.reshape(q.shape[0], m))
-            with _threads_for(scan):
-                _merge_knn_sq(q, extra, best_sq)
+            merge = _merge_knn_sq if _parallel(scan) else _merge_knn_sq_serial
+            merge(q, extra, best_sq)
         return _finish(best_sq, n_ref, k, skip)
 
     def _buffer_limit(self) -> int:

@@ -217,8 +217,8 @@ class AutoEncoder:
 
     def _backends(self) -> contextlib.ExitStack:
         if self.threads and torch.get_num_threads() != self.threads:
-            # Numba's OpenMP layer shares libgomp with torch: numba.set_num_threads anywhere in
-            # the process (kernels.knn does) resets torch's pool too, so ours is re-asserted.
+            # torch's thread count is process-wide and shares libgomp with Numba's OpenMP
+            # layer: anything else in the process may change it, so ours is re-asserted.
             torch.set_num_threads(self.threads)
         stack = contextlib.ExitStack()
         if self.deterministic:

@@ -41,7 +41,7 @@ generation's criterion is drawn before encoding and the decoder runs only when s
 criterion (``mean_surprise`` is then NaN in novelty generations); the archive is re-encoded by
 the encoder alone; ``torch_threads = 1`` by default, since the rollouts' workers hold the other
 cores and two OpenMP threads on a shared 2-core machine measured several times slower than one
-(the autoencoder re-asserts it on every call: Numba's kNN kernels reset libgomp's count).
+(the autoencoder re-asserts it on every call: the count is process-wide).
 Most of a run is autoencoder training (5 epochs over 3000 new + up to 5000 archive frames every
 30 generations, about 0.9 M frame passes over 100k evaluations). ``frame_size = 32`` (an option;
 the paper's is 64) makes each pass about 3.5x cheaper in CPU time.

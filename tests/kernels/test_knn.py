@@ -260,3 +260,20 @@ def test_errors():
         index.novelty(np.zeros(2))
     with pytest.raises(ValueError, match=r"^dim must be an integer >= 1"):
         NoveltyIndex(0)
+
+
+def test_serial_twins_agree_with_parallel_kernels():
+    from kernels import knn
+
+    rng = np.random.default_rng(3)
+    q, ref = rng.normal(size=(40, 2)), rng.normal(size=(500, 2))
+    assert np.array_equal(knn._brute_knn_sq(q, ref, 16), knn._brute_knn_sq_serial(q, ref, 16))
+    best = knn._brute_knn_sq(q, ref[:100], 16)
+    twin = best.copy()
+    knn._merge_knn_sq(q, ref[100:], best)
+    knn._merge_knn_sq_serial(q, ref[100:], twin)
+    assert np.array_equal(best, twin)
+    grid = knn._build_grid(ref, 8)
+    assert np.array_equal(
+        knn._grid_knn_sq(q, ref[:0], *grid, 16), knn._grid_knn_sq_serial(q, ref[:0], *grid, 16)
+    )
