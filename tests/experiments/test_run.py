@@ -144,3 +144,41 @@ def test_missing_and_corrupt_checkpoint(tmp_path, capsys):
         pickle.dump({"version": 99}, fh)
     assert main(["run", "--resume", str(run_dir), "--executor", "serial"]) == 2
     assert "not a sparserl checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_ray_backed_run_with_its_checkpoint(tmp_path):
+    # SIGINT to the whole process group, as a terminal sends it. The child must not inherit an
+    # ignored SIGINT (background jobs of a non-interactive shell do, and then never stop).
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "experiments.cli", "run", "experiments/configs/ns_hardmaze.toml"]
+    cmd += ["--set", "budget=400000", "--out", str(run_dir)]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.csv").exists() or len(metrics(run_dir)) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the run was still going 60 s after Ctrl-C")
+    assert proc.returncode != 0
+    assert b"Continue with: sparserl run --resume" in out
+    trainer, _ = load_run(run_dir)
+    assert 0 <= trainer.step < 400000
