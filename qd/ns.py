@@ -16,14 +16,17 @@ left out of the generation: it counts against the budget (the rollout was attemp
 ``failed_evaluations`` column, but enters neither the population, the archive, the coverage nor
 the rewards. ``on_error = "raise"`` stops the run at the first such error instead (checkpoint
 intact). A generation in which every genome fails stops the run with an error.
+`map_rollouts` is that rule for any worker function over chunks of genomes; TAXONS and STAX
+(frames through `envs.observations.observe_item`) use it too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -100,7 +103,66 @@ class NoveltySearchConfig:
 
 
 class AllRolloutsFailed(RuntimeError):
-    """Every rollout of a batch raised (``on_error = "drop"`` left nothing to go on with)."""
+    """Every rollout of a batch raised (``on_error = "drop"`` left nothing to go on with);
+    ``failed`` is the number of genomes whose rollout was attempted."""
+
+    def __init__(self, failed: int) -> None:
+        super().__init__(
+            f"every one of {failed} rollouts raised; see errors.jsonl in the run folder"
+        )
+        self.failed = failed
+
+
+def map_rollouts(
+    fn: Callable[[Any], dict],
+    items: Sequence[Any],
+    executor,
+    on_error: Literal["drop", "raise"],
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Roll out ``items`` (dataclasses with a ``genomes`` field; ``fn`` returns one row per
+    genome in each column) through ``executor.map``.
+
+    Returns the columns of the genomes that rolled out, concatenated in item order, and the
+    mask over every genome of every item saying which ones did. ``on_error = "raise"``: the
+    first error propagates (the mask is all True). ``"drop"``: the items are mapped with
+    ``errors="return"`` and the genomes of a failed item are rolled out again one per item, so
+    that only the genomes that raise themselves are dropped (the executor's listener records
+    every failure). Raises `AllRolloutsFailed` when no genome is left.
+    """
+    if on_error not in ("drop", "raise"):
+        raise ValueError(f"on_error must be 'drop' or 'raise', got {on_error!r}")
+    n = sum(len(item.genomes) for item in items)
+    if on_error == "raise":
+        parts = executor.map(fn, items)
+        ok = np.ones(n, dtype=bool)
+    else:
+        parts, ok = _map_dropping_failures(fn, items, executor)
+    if not parts:
+        raise AllRolloutsFailed(n)
+    return {k: np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in parts[0]}, ok
+
+
+def _map_dropping_failures(fn, items: Sequence[Any], executor) -> tuple[list, np.ndarray]:
+    results = executor.map(fn, items, errors="return")
+    parts, ok = [], []
+    retry = [
+        dataclasses.replace(item, genomes=item.genomes[j : j + 1])
+        for item, r in zip(items, results, strict=True)
+        if is_error(r)
+        for j in range(len(item.genomes))
+    ]
+    singles = iter(executor.map(fn, retry, errors="return") if retry else [])
+    for item, r in zip(items, results, strict=True):
+        if not is_error(r):
+            parts.append(r)
+            ok.extend([True] * len(item.genomes))
+            continue
+        for _ in range(len(item.genomes)):
+            single = next(singles)
+            ok.append(not is_error(single))
+            if not is_error(single):
+                parts.append(single)
+    return parts, np.asarray(ok, dtype=bool)
 
 
 def mutate(genomes: np.ndarray, sigma: float, limit: float, rng: np.random.Generator) -> np.ndarray:
@@ -190,44 +252,20 @@ class NoveltySearch:
             EvaluationItem(self.task_key, self.controller, genomes[s : s + per], seed)
             for s, seed in zip(starts, seeds, strict=True)
         ]
-        if self.config.ns.on_error == "raise":
-            parts = executor.map(evaluate_item, items)
-            ok = np.ones(len(genomes), dtype=bool)
-        else:
-            parts, ok = self._rollouts_dropping_failures(items, executor)
-        if not parts:
-            self.failed_evaluations += len(genomes)
-            raise AllRolloutsFailed(
-                f"every one of {len(genomes)} rollouts raised; see errors.jsonl in the run folder"
-            )
-        out = {k: np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in parts[0]}
+        out, ok = self._map_rollouts(evaluate_item, items, executor)
         out["genome"] = genomes[ok]
-        self.failed_evaluations += int(np.count_nonzero(~ok))
         return out
 
-    def _rollouts_dropping_failures(self, items: list[EvaluationItem], executor):
-        """Map the items returning errors; the genomes of a failed item are rolled out again one
-        per item, so that only the genomes that raise themselves are dropped."""
-        results = executor.map(evaluate_item, items, errors="return")
-        parts, ok = [], []
-        retry = [
-            dataclasses.replace(item, genomes=item.genomes[j : j + 1])
-            for item, r in zip(items, results, strict=True)
-            if is_error(r)
-            for j in range(len(item.genomes))
-        ]
-        singles = iter(executor.map(evaluate_item, retry, errors="return") if retry else [])
-        for item, r in zip(items, results, strict=True):
-            if not is_error(r):
-                parts.append(r)
-                ok.extend([True] * len(item.genomes))
-                continue
-            for _ in range(len(item.genomes)):
-                single = next(singles)
-                ok.append(not is_error(single))
-                if not is_error(single):
-                    parts.append(single)
-        return parts, np.asarray(ok, dtype=bool)
+    def _map_rollouts(self, fn, items: list, executor) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """`map_rollouts` under ``ns.on_error``, counting the dropped genomes (all of them when
+        `AllRolloutsFailed` is raised) in ``self.failed_evaluations``."""
+        try:
+            out, ok = map_rollouts(fn, items, executor, self.config.ns.on_error)
+        except AllRolloutsFailed as exc:
+            self.failed_evaluations += exc.failed
+            raise
+        self.failed_evaluations += int(np.count_nonzero(~ok))
+        return out, ok
 
     def _evaluate(self, genomes: np.ndarray, executor) -> dict[str, np.ndarray]:
         out = self._rollouts(genomes, executor)

@@ -208,6 +208,7 @@ class Serene(NoveltySearch):
             "emitters_stopped": self.emitters_stopped,
             "skipped_exploitation": self.skipped_exploitation,
             "overshoot": max(self.evaluations - self.config.budget, 0),
+            "failed_evaluations": self.failed_evaluations,
             "mean_novelty": self.last_novelty,
             **self.rewards.figures(),
         }

@@ -33,6 +33,11 @@ ground-truth space (final x, y), as for SERENE, so learned and hand-designed spa
 one scale. Quirk 12 (STAX's no-op ``-li`` flag, STAX-NT's population update calling the archive
 update): not reproduced; ``train_autoencoder = false`` gives STAX-NT with SERENE's own updates.
 
+A genome whose rollout raises is handled by ``ns.on_error`` as in novelty search (`qd.ns`):
+with ``"drop"`` it is recorded, counted in ``failed_evaluations`` and against the budget, and
+gets no frames, descriptor or surprise, so it enters no population, archive or training set
+(in an emitter's round it ends that emitter, as in SERENE); ``"raise"`` stops the run.
+
 Timing columns split wall time into rollouts, encoding and autoencoder training (+ recompute).
 """
 
@@ -202,15 +207,17 @@ class Stax(Serene):
             )
             for i in range(0, len(genomes), per)
         ]
-        parts = executor.map(observe_item, items)
-        frames = np.concatenate([p["frames"] for p in parts])
-        out = {k: np.concatenate([p[k] for p in parts]) for k in ("gt", "reward", "reward_area")}
+        # Genomes whose rollout raised are dropped as in NS (ns.on_error; qd.ns.map_rollouts):
+        # no frames, descriptors or surprise for them.
+        rows, ok = self._map_rollouts(observe_item, items, executor)
+        frames = rows["frames"]
+        out = {k: rows[k] for k in ("gt", "reward", "reward_area")}
         t1 = time.perf_counter()
         out["descriptor"], out["surprise"] = self.autoencoder.encode(frames)
         self.timing["rollout"] += t1 - t0
         self.timing["encode"] += time.perf_counter() - t1
-        out["genome"] = genomes
-        for g, f in zip(genomes, frames, strict=True):
+        out["genome"] = genomes[ok]
+        for g, f in zip(out["genome"], frames, strict=True):
             self.frames[g.tobytes()] = f
         return out
 

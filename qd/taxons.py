@@ -46,6 +46,18 @@ Most of a run is autoencoder training (5 epochs over 3000 new + up to 5000 archi
 30 generations, about 0.9 M frame passes over 100k evaluations). ``frame_size = 32`` (an option;
 the paper's is 64) makes each pass about 3.5x cheaper in CPU time.
 
+Failing rollouts (an environment raising in a worker) follow ``taxons.on_error``, as novelty
+search's ``ns.on_error`` (`qd.ns.map_rollouts`). ``"raise"`` stops the run (checkpoint intact).
+``"drop"`` (the default) records the error (``errors.jsonl``) and drops the individual for that
+generation: it counts against the budget and in ``failed_evaluations``, but enters neither the
+coverage, the rewards, the archive nor the frames the autoencoder trains on, and its novelty is
+measured against nothing (survivors are scored among survivors and the archive). Since the whole
+population lives on, a dropped individual ranks below every survivor, so it is the first the
+best's copies replace: the n_best lowest-ranked (dropped ones first) are replaced as usual, and
+when more than n_best fail, every failed one is replaced, cycling through the best. The
+mutation that follows is unchanged. With no failure a generation is exactly as without this
+rule (same random draws, same order). A generation in which every rollout fails stops the run.
+
 Budget unit: evaluations; the run stops after the generation that reaches it.
 """
 
@@ -65,9 +77,16 @@ from envs.qd_task import QDTask
 from kernels.knn import knn_novelty
 from qd.autoencoder import AutoEncoder
 from qd.metrics import CoverageGrid, RewardAreaTracker
-from qd.ns import ControllerConfig, EnvConfig
+from qd.ns import AllRolloutsFailed, ControllerConfig, EnvConfig, map_rollouts
 
-__all__ = ["FrameArchive", "Taxons", "TaxonsConfig", "TaxonsParams", "latents_collapsed"]
+__all__ = [
+    "FrameArchive",
+    "Taxons",
+    "TaxonsConfig",
+    "TaxonsParams",
+    "latents_collapsed",
+    "selection",
+]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +121,8 @@ class TaxonsParams:
     torch_threads: int = field(default=1, metadata={"ge": 0})
     genomes_per_item: int = field(default=10, metadata={"ge": 1})
     coverage_bins: int = field(default=50, metadata={"ge": 1})
+    # A rollout that raises: "drop" the individual (see the module docstring) or "raise".
+    on_error: Literal["drop", "raise"] = "drop"
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,25 @@ class TaxonsConfig:
             )
         if t.device not in ("cpu", "auto") and not t.device.startswith("cuda"):
             raise ValueError(f"taxons.device must be 'cpu', 'auto' or 'cuda[:N]', got {t.device!r}")
+
+
+def selection(
+    score: np.ndarray, alive: np.ndarray, n: int, n_best: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TAXONS's selection in a population of ``n``, of which the individuals ``alive``
+    (ascending population indices) rolled out with ``score`` (higher is better; the others were
+    dropped and rank below every survivor, in index order).
+
+    Returns population indices: ``best``, the n_best highest-ranked survivors (best first;
+    fewer when fewer survived), ``worst``, the individuals to replace (the n_best lowest-ranked,
+    or every dropped one when more than n_best were dropped), and ``copies``, the best each of
+    ``worst`` becomes a copy of (``best`` in order, cycling). Ties keep the lower index first.
+    """
+    dropped = np.setdiff1d(np.arange(n), alive)
+    order = np.concatenate([alive[np.argsort(-score, kind="stable")], dropped])
+    best = order[: min(n_best, len(alive))]
+    worst = order[n - max(n_best, len(dropped)) :]
+    return best, worst, best[np.arange(len(worst)) % len(best)]
 
 
 def latents_collapsed(latents: np.ndarray) -> bool:
@@ -208,6 +248,7 @@ class Taxons:
         self.rewards = RewardAreaTracker(len(self.reward_areas))
         self.archive = FrameArchive()
         self.evaluations = 0
+        self.failed_evaluations = 0
         self.generation = 0
         self.next_ident = 0
         self.genomes: np.ndarray | None = None
@@ -259,6 +300,7 @@ class Taxons:
             "mean_surprise": self.last.get("mean_surprise", float("nan")),
             "ae_loss": self.last.get("ae_loss", float("nan")),
             "trainings": self.trainings,
+            "failed_evaluations": self.failed_evaluations,
             **{f"time_{k}": v for k, v in self.timing.items()},
             **self.rewards.figures(),
         }
@@ -277,7 +319,10 @@ class Taxons:
         return out
 
     def rollouts(self, genomes: np.ndarray, executor) -> dict[str, np.ndarray]:
-        """Frames, ground truth and rewards of ``genomes`` through the executor."""
+        """Frames, ground truth and rewards of ``genomes`` through the executor, one row per
+        genome that rolled out; the ``index`` column says which genome each row is (every one,
+        in order, unless ``taxons.on_error = "drop"`` dropped some). Raises `AllRolloutsFailed`
+        when none did."""
         t = self.config.taxons
         items = [
             ObservationItem(
@@ -285,9 +330,9 @@ class Taxons:
             )
             for s in range(0, len(genomes), t.genomes_per_item)
         ]
-        parts = executor.map(observe_item, items)
-        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        out, ok = map_rollouts(observe_item, items, executor, t.on_error)
         out["frames"] = out["frames"][:, 0]
+        out["index"] = np.flatnonzero(ok)
         return out
 
     def _criterion(self) -> int:
@@ -308,10 +353,17 @@ class Taxons:
         t, rng = self.config.taxons, self.rng
         assert self.genomes is not None and self.idents is not None
         t0 = time.perf_counter()
-        out = self.rollouts(self.genomes, executor)
+        n = len(self.genomes)
+        try:
+            out = self.rollouts(self.genomes, executor)
+        except AllRolloutsFailed as exc:
+            self.failed_evaluations += exc.failed
+            raise
+        alive = out["index"]
+        self.failed_evaluations += n - len(alive)
         self.coverage.add(out["gt"])
         self.rewards.add(out["reward"], out["reward_area"], self.evaluations)
-        self.evaluations += len(self.genomes)
+        self.evaluations += n
         t1 = time.perf_counter()
         # The criterion draws from self.rng before encoding, which does not touch it.
         criterion = self._criterion()
@@ -334,23 +386,25 @@ class Taxons:
             score = surprise
             self.last["mean_surprise"] = float(surprise.mean())
         self.last["criterion"] = float(criterion)
-        order = np.argsort(-score, kind="stable")
-        best, worst = order[: t.n_best], order[-t.n_best :]
+        best, worst, copies = selection(score, alive, n, t.n_best)
+        row = np.empty(n, dtype=np.int64)  # population index -> row of this generation's output
+        row[alive] = np.arange(len(alive))
         fresh = [i for i in best if int(self.idents[i]) not in self.archive.idents]
         if fresh:
             f = np.array(fresh)
+            r = row[f]
             self.archive.add(
                 genome=self.genomes[f],
-                latent=latents[f],
-                gt=out["gt"][f],
-                reward=out["reward"][f],
-                reward_area=out["reward_area"][f],
+                latent=latents[r],
+                gt=out["gt"][r],
+                reward=out["reward"][r],
+                reward_area=out["reward_area"][r],
                 generation=np.full(len(f), self.generation),
                 ident=self.idents[f],
-                frames=out["frames"][f],
+                frames=out["frames"][r],
             )
         genomes, idents = self.genomes.copy(), self.idents.copy()
-        genomes[worst], idents[worst] = genomes[best], idents[best]
+        genomes[worst], idents[worst] = genomes[copies], idents[copies]
         mutated = rng.random(len(genomes)) < t.mutation_prob
         genes = rng.random(genomes.shape) < t.gene_mutation_prob
         noise = rng.normal(0.0, t.mutation_sigma, genomes.shape)
@@ -408,6 +462,7 @@ class Taxons:
             "coverage": self.coverage.counts,
             "rewards": (self.rewards.best, self.rewards.first_hit),
             "evaluations": self.evaluations,
+            "failed_evaluations": self.failed_evaluations,
             "generation": self.generation,
             "next_ident": self.next_ident,
             "genomes": self.genomes,
@@ -421,13 +476,18 @@ class Taxons:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["config"] != dataclasses.asdict(self.config):
+        config = dataclasses.asdict(self.config)
+        if "on_error" not in state["config"]["taxons"]:
+            # A checkpoint from before taxons.on_error: its config.toml cannot have set it.
+            del config["taxons"]["on_error"]
+        if state["config"] != config:
             raise ValueError("checkpoint was written by a different config")
         self.rng.bit_generator.state = state["rng"]
         self.autoencoder.load_state_dict(state["autoencoder"])
         self.coverage.counts = state["coverage"]
         self.rewards.best, self.rewards.first_hit = state["rewards"]
         self.evaluations = state["evaluations"]
+        self.failed_evaluations = state.get("failed_evaluations", 0)
         self.generation = state["generation"]
         self.next_ident = state["next_ident"]
         self.genomes = state["genomes"]

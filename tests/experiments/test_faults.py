@@ -7,6 +7,7 @@ scenarios (a whole node stopped, a driver joined with ``--address``) are in test
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -21,11 +22,15 @@ import numpy as np
 import pytest
 from tqdm import tqdm
 
+import qd.stax
+import qd.taxons
 from envs.errors import ItemError, is_error
+from envs.observations import ObservationItem, observe_item
 from envs.qd_task import ControllerSpec, EvaluationItem, QDTask, TaskKey, evaluate_item
 from experiments.cluster import free_port
 from experiments.executor import ClusterError, SerialExecutor, check_probes, check_reachable
 from experiments.run import RunRecorder, load_run, start_run, train
+from qd.ns import AllRolloutsFailed, map_rollouts
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "experiments" / "configs" / "ns_hardmaze.toml"
@@ -192,6 +197,171 @@ def test_raising_genomes_are_dropped_and_the_run_goes_on(tmp_path):
     assert not any(is_error(r) for r in SerialExecutor().map(evaluate_item, items, "return"))
     rows = _metric_rows(run_dir)
     assert int(rows[-1]["failed_evaluations"]) == trainer.failed_evaluations
+
+
+def test_map_rollouts_keeps_exactly_the_genomes_that_roll_out():
+    items = fragile_items()
+    genomes = np.concatenate([item.genomes for item in items])
+    singles = [dataclasses.replace(items[0], genomes=g[None, :]) for g in genomes]
+    expected = ~np.array(
+        [is_error(r) for r in SerialExecutor().map(evaluate_item, singles, "return")]
+    )
+    assert 0 < expected.sum() < len(genomes)
+    out, ok = map_rollouts(evaluate_item, items, SerialExecutor(), "drop")
+    np.testing.assert_array_equal(ok, expected)
+    good = SerialExecutor().map(evaluate_item, [s for s, k in zip(singles, ok, strict=True) if k])
+    for key in out:
+        np.testing.assert_array_equal(out[key], np.concatenate([g[key] for g in good]))
+    with pytest.raises(RuntimeError, match="actuator overload"):
+        map_rollouts(evaluate_item, items, SerialExecutor(), "raise")
+    bad = [s for s, k in zip(singles, ok, strict=True) if not k]
+    with pytest.raises(AllRolloutsFailed, match=f"every one of {len(bad)} rollouts") as info:
+        map_rollouts(evaluate_item, bad, SerialExecutor(), "drop")
+    assert info.value.failed == len(bad)
+    with pytest.raises(ValueError, match="on_error must be 'drop' or 'raise', got 'skip'"):
+        map_rollouts(evaluate_item, items, SerialExecutor(), "skip")
+
+
+def fragile_observe(item: ObservationItem) -> dict:
+    """`observe_item`, except that a genome whose first gene exceeds 1 raises inside the
+    worker, as a fragile environment would (about 1 initial genome in 6)."""
+    genomes = np.atleast_2d(item.genomes)
+    if np.any(genomes[:, 0] > 1.0):
+        raise RuntimeError(f"actuator overload: first gene {genomes[:, 0].max():.3f}")
+    return observe_item(item)
+
+
+def fails(genomes: np.ndarray) -> np.ndarray:
+    return np.atleast_2d(genomes)[:, 0] > 1.0
+
+
+TAXONS_CONFIG = REPO / "experiments" / "configs" / "taxons_hardmaze.toml"
+SMALL_TAXONS = [
+    "env.max_steps=200",
+    "budget=100",
+    "taxons.pop_size=20",
+    "taxons.k=5",
+    "taxons.n_best=2",
+    "taxons.warmup_generations=2",
+    "taxons.train_interval=2",
+    "taxons.train_epochs=1",
+    "taxons.batch_size=16",
+    "taxons.frame_size=32",
+]
+STAX_CONFIG = REPO / "experiments" / "configs" / "stax_hardmaze.toml"
+SMALL_STAX = [
+    "env.max_steps=200",
+    "budget=200",
+    "ns.pop_size=10",
+    "ns.k=5",
+    "ns.archive_add=3",
+    "scheduler.chunk_size=40",
+    "stax.samples=2",
+    "stax.frame_size=32",
+    "stax.max_epochs=2",
+    "stax.batch_size=32",
+]
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "errors.jsonl").read_text().splitlines()]
+
+
+def test_taxons_drops_raising_genomes_and_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(qd.taxons, "observe_item", fragile_observe)
+    trainer, run_dir = start_run(TAXONS_CONFIG, SMALL_TAXONS, tmp_path / "run")
+    train(trainer, run_dir, SerialExecutor(), progress=False)
+    assert trainer.done and trainer.evaluations == 100 and trainer.trainings >= 1
+    assert 0 < trainer.failed_evaluations < trainer.evaluations
+    assert all("actuator overload" in r["message"] for r in _records(run_dir))
+    rows = _metric_rows(run_dir)
+    assert int(rows[-1]["failed_evaluations"]) == trainer.failed_evaluations
+    # Dropped individuals reach neither the coverage nor the archive; the budget counts them.
+    survivors = trainer.evaluations - trainer.failed_evaluations
+    assert trainer.coverage.counts.sum() == survivors
+    assert len(trainer.archive) and not fails(trainer.archive["genome"]).any()
+    resumed = load_run(run_dir)[0]
+    assert resumed.failed_evaluations == trainer.failed_evaluations
+
+
+def test_taxons_on_error_raise_stops_with_checkpoint_intact(tmp_path, monkeypatch):
+    monkeypatch.setattr(qd.taxons, "observe_item", fragile_observe)
+    sets = [*SMALL_TAXONS, "taxons.on_error='raise'"]
+    trainer, run_dir = start_run(TAXONS_CONFIG, sets, tmp_path / "run")
+    with pytest.raises(RuntimeError, match="actuator overload"):
+        train(trainer, run_dir, SerialExecutor(), progress=False)
+    (record,) = _records(run_dir)
+    assert record["type"] == "RuntimeError" and "fragile_observe" in record["traceback"]
+    assert load_run(run_dir)[0].step == 0
+
+
+def test_taxons_without_failures_drop_and_raise_agree(tmp_path):
+    # No training within the budget: the autoencoder's float rounding stays out of it.
+    base = [*SMALL_TAXONS, "taxons.train_interval=50"]
+    runs = []
+    for mode in ("drop", "raise"):
+        trainer, run_dir = start_run(
+            TAXONS_CONFIG, [*base, f"taxons.on_error='{mode}'"], tmp_path / mode
+        )
+        train(trainer, run_dir, SerialExecutor(), progress=False)
+        runs.append((trainer, _metric_rows(run_dir)))
+    (a, rows_a), (b, rows_b) = runs
+    assert a.failed_evaluations == 0 and not (tmp_path / "drop" / "errors.jsonl").exists()
+    np.testing.assert_array_equal(a.genomes, b.genomes)
+    np.testing.assert_array_equal(a.idents, b.idents)
+    for name in ("genome", "ident", "latent", "frames"):
+        np.testing.assert_array_equal(a.archive[name], b.archive[name])
+    np.testing.assert_array_equal(a.coverage.counts, b.coverage.counts)
+    strip = [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rows_a + rows_b]
+    assert strip[: len(rows_a)] == strip[len(rows_a) :]
+
+
+def test_stax_drops_raising_genomes_and_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(qd.stax, "observe_item", fragile_observe)
+    trainer, run_dir = start_run(STAX_CONFIG, SMALL_STAX, tmp_path / "run")
+    train(trainer, run_dir, SerialExecutor(), progress=False)
+    assert trainer.done and trainer.trainings + trainer.recoveries >= 1
+    assert trainer.failed_evaluations > 0
+    assert all("actuator overload" in r["message"] for r in _records(run_dir))
+    rows = _metric_rows(run_dir)
+    assert int(rows[-1]["failed_evaluations"]) == trainer.failed_evaluations
+    # No failing genome has frames, nor a place in the population or either archive.
+    kept = [trainer.population["genome"], trainer.archive["genome"]]
+    kept.append(trainer.reward_archive["genome"])
+    assert not fails(np.concatenate(kept)).any()
+    stored = np.stack([np.frombuffer(k) for k in trainer.frames])
+    assert not fails(stored).any()
+    assert len(trainer.population["descriptor"]) == len(trainer.population["genome"])
+    resumed = load_run(run_dir)[0]
+    assert resumed.failed_evaluations == trainer.failed_evaluations
+    assert resumed.figures()["failed_evaluations"] == trainer.failed_evaluations
+
+
+def test_stax_on_error_raise_stops_with_checkpoint_intact(tmp_path, monkeypatch):
+    monkeypatch.setattr(qd.stax, "observe_item", fragile_observe)
+    trainer, run_dir = start_run(STAX_CONFIG, [*SMALL_STAX, "ns.on_error='raise'"], tmp_path / "r")
+    with pytest.raises(RuntimeError, match="actuator overload"):
+        train(trainer, run_dir, SerialExecutor(), progress=False)
+    (record,) = _records(run_dir)
+    assert record["type"] == "RuntimeError" and "fragile_observe" in record["traceback"]
+    assert load_run(run_dir)[0].step == 0
+
+
+def test_stax_without_failures_drop_and_raise_agree(tmp_path):
+    base = [*SMALL_STAX, "stax.train_autoencoder=false"]
+    runs = []
+    for mode in ("drop", "raise"):
+        trainer, run_dir = start_run(STAX_CONFIG, [*base, f"ns.on_error='{mode}'"], tmp_path / mode)
+        train(trainer, run_dir, SerialExecutor(), progress=False)
+        runs.append((trainer, _metric_rows(run_dir)))
+    (a, rows_a), (b, rows_b) = runs
+    assert a.failed_evaluations == 0
+    for name in ("genome", "descriptor", "gt", "generation"):
+        np.testing.assert_array_equal(a.archive[name], b.archive[name])
+    np.testing.assert_array_equal(a.population["genome"], b.population["genome"])
+    np.testing.assert_array_equal(a.coverage.counts, b.coverage.counts)
+    strip = [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rows_a + rows_b]
+    assert strip[: len(rows_a)] == strip[len(rows_a) :]
 
 
 def _metric_rows(run_dir: Path) -> list[dict]:

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+import qd.taxons
+from envs.observations import observe_item
 from experiments.executor import SerialExecutor
 from qd.metrics import CoverageGrid
-from qd.ns import ControllerConfig, EnvConfig
-from qd.taxons import Taxons, TaxonsConfig, TaxonsParams, latents_collapsed
+from qd.ns import AllRolloutsFailed, ControllerConfig, EnvConfig
+from qd.taxons import Taxons, TaxonsConfig, TaxonsParams, latents_collapsed, selection
 
 
 def small_config(variant="taxons", budget=160, **kw):
@@ -171,3 +173,87 @@ def test_frame_size_option(size):
     assert tr.archive["frames"].dtype == np.uint8 and row["coverage"] > 0
     with pytest.raises(ValueError, match="frame_size must be 32 or 64"):
         Taxons(small_config(frame_size=48))
+
+
+def test_selection_without_drops_is_truncation_and_drops_rank_last():
+    rng = np.random.default_rng(0)
+    score = rng.integers(0, 5, 12).astype(float)  # ties: the lower index ranks first
+    order = np.argsort(-score, kind="stable")
+    best, worst, copies = selection(score, np.arange(12), 12, 3)
+    np.testing.assert_array_equal(best, order[:3])
+    np.testing.assert_array_equal(worst, order[-3:])
+    np.testing.assert_array_equal(copies, best)
+    # Two dropped (1 and 7): they are replaced with the lowest-ranked survivor.
+    alive = np.setdiff1d(np.arange(12), [1, 7])
+    best, worst, copies = selection(score[alive], alive, 12, 3)
+    ranked = alive[np.argsort(-score[alive], kind="stable")]
+    np.testing.assert_array_equal(best, ranked[:3])
+    np.testing.assert_array_equal(worst, [ranked[-1], 1, 7])
+    # More dropped than n_best: every dropped one is replaced, cycling through the best.
+    alive = np.array([0, 4, 9])
+    best, worst, copies = selection(score[alive], alive, 12, 2)
+    assert set(worst) == set(range(12)) - {0, 4, 9}
+    np.testing.assert_array_equal(copies, np.resize(best, 9))
+    # Fewer survivors than n_best: the best are the survivors.
+    best, worst, copies = selection(np.array([1.0]), np.array([5]), 12, 3)
+    assert best.tolist() == [5] and len(worst) == 11 and set(copies) == {5}
+
+
+def fragile_observe(item):
+    """`observe_item`, raising (as a fragile environment in a worker) for a genome whose first
+    gene exceeds 0.5."""
+    if np.any(np.atleast_2d(item.genomes)[:, 0] > 0.5):
+        raise RuntimeError("actuator overload")
+    return observe_item(item)
+
+
+def test_dropped_individuals_are_replaced_by_copies_of_the_best(monkeypatch):
+    monkeypatch.setattr(qd.taxons, "observe_item", fragile_observe)
+    tr = Taxons(small_config(budget=20, mutation_prob=0.0))
+    first = np.random.default_rng(5).normal(0.0, 1.0, (20, tr.genome_size))
+    tr.genomes, tr.idents = first.copy(), tr._new_idents(20)
+    tr.iterate(SerialExecutor())
+    failed = first[:, 0] > 0.5
+    assert failed.sum() > tr.config.taxons.n_best  # the cycling case
+    assert tr.failed_evaluations == failed.sum() and tr.evaluations == 20
+    assert tr.coverage.counts.sum() == 20 - failed.sum()
+    # The archive holds the 2 best survivors (all fresh in generation 0), which every failed
+    # individual now copies, in turn; the other survivors are untouched (no mutation).
+    assert len(tr.archive) == 2 and not (tr.archive["genome"][:, 0] > 0.5).any()
+    copies = tr.genomes[failed]
+    for j, g in enumerate(copies):
+        np.testing.assert_array_equal(g, tr.archive["genome"][j % 2])
+    np.testing.assert_array_equal(tr.genomes[~failed], first[~failed])
+    assert set(tr.idents[failed]) == set(tr.archive["ident"])
+    # The frames the autoencoder will train on are the survivors' only.
+    assert len(tr.new_frames[0]) == 20 - failed.sum()
+
+
+def test_every_rollout_failing_stops_and_counts(monkeypatch):
+    def always_raise(item):
+        raise RuntimeError("broken environment")
+
+    monkeypatch.setattr(qd.taxons, "observe_item", always_raise)
+    tr = Taxons(small_config(budget=40))
+    with pytest.raises(AllRolloutsFailed, match="every one of 20 rollouts raised"):
+        tr.iterate(SerialExecutor())
+    assert tr.failed_evaluations == 20 and len(tr.archive) == 0
+    raising = Taxons(small_config(budget=40, on_error="raise"))
+    with pytest.raises(RuntimeError, match="broken environment"):
+        raising.iterate(SerialExecutor())
+
+
+def test_checkpoint_from_before_on_error_loads():
+    tr = Taxons(small_config(budget=40))
+    run(tr, SerialExecutor())
+    state = pickle.loads(pickle.dumps(tr.state_dict()))
+    assert state["failed_evaluations"] == 0
+    del state["failed_evaluations"]
+    del state["config"]["taxons"]["on_error"]
+    other = Taxons(small_config(budget=40))
+    other.failed_evaluations = 7
+    other.load_state_dict(state)
+    assert other.failed_evaluations == 0 and other.figures()["failed_evaluations"] == 0
+    state["config"]["taxons"]["pop_size"] = 30
+    with pytest.raises(ValueError, match="different config"):
+        other.load_state_dict(state)
