@@ -6,10 +6,11 @@ directory and returns their paths.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
+
+from agents.plots import read_metrics
 
 # Mean action-probe scores of the paper's README (world_models.md §2.8), drawn beside ours.
 PAPER_ACTION_PROBE = {
@@ -33,14 +34,6 @@ def _plots_dir(root: Path) -> Path:
     out = Path(root) / "plots"
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def read_metrics(path: Path) -> dict[str, np.ndarray]:
-    with Path(path).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return {}
-    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
 
 
 def plot_loss_curves(metrics: dict[str, np.ndarray], out_dir: Path) -> Path:
@@ -104,7 +97,7 @@ def plot_pretraining(trainer, run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     out = _plots_dir(run_dir)
     written = []
-    metrics = read_metrics(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else {}
+    metrics = read_metrics(run_dir)
     if metrics:
         written.append(plot_loss_curves(metrics, out))
     data_dir = Path(trainer.config.data.dir)

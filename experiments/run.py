@@ -102,12 +102,17 @@ def load_run(run_dir: str | Path) -> tuple[Any, dict]:
 
 
 class MetricsLog:
-    """``metrics.csv``: a header from the first row, one line per iteration, flushed each time."""
+    """``metrics.csv``: a header from the first row, one line per iteration, flushed each time.
+
+    A resumed run whose trainer now reports more columns than the file has (a newer sparserl)
+    gets them appended to the header, empty in the older rows; any other change of the keys
+    is an error."""
 
     def __init__(self, path: Path, keep_rows: int | None = None) -> None:
         self.path = path
         self.columns: list[str] | None = None
         self.rows = 0
+        self._body: list[list[str]] | None = None  # rows read from disk, until the first append
         if path.exists():
             with path.open(newline="") as fh:
                 lines = list(csv.reader(fh))
@@ -115,6 +120,7 @@ class MetricsLog:
                 self.columns = lines[0]
                 body = lines[1:] if keep_rows is None else lines[1 : 1 + keep_rows]
                 self.rows = len(body)
+                self._body = body
                 with path.open("w", newline="") as fh:
                     csv.writer(fh).writerows([self.columns, *body])
 
@@ -123,6 +129,13 @@ class MetricsLog:
             self.columns = list(row)
             with self.path.open("w", newline="") as fh:
                 csv.writer(fh).writerow(self.columns)
+        new = [k for k in row if k not in self.columns]
+        if self._body is not None and new:
+            self.columns = [*self.columns, *new]
+            body = [line + [""] * len(new) for line in self._body]
+            with self.path.open("w", newline="") as fh:
+                csv.writer(fh).writerows([self.columns, *body])
+        self._body = None
         missing = set(self.columns) ^ set(row)
         if missing:
             raise KeyError(f"metrics row keys changed: {sorted(missing)}")

@@ -29,7 +29,8 @@ def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
         rows = list(csv.DictReader(fh))
     if not rows:
         return {}
-    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+    # Empty cells: a column added by a newer version, absent from older rows of a resumed run.
+    return {k: np.array([float(r[k] or "nan") for r in rows]) for k in rows[0]}
 
 
 def _draw_background(ax: Any, task: QDTask, alpha: float = 1.0) -> None:

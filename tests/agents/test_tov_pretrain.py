@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from agents.plots import read_metrics
 from agents.pretrain import TOVVICRegConfig, TOVVICRegPretraining
-from agents.tov_plots import read_metrics
 from agents.vit import load_encoder
 from experiments.config import ConfigError, from_dict, read_toml
 from experiments.executor import SerialExecutor
@@ -50,7 +50,7 @@ def test_pretraining_runs_and_resumes_exactly(data_dir, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     assert train(full, run_dir, SerialExecutor(), progress=False)
-    metrics = read_metrics(run_dir / "metrics.csv")
+    metrics = read_metrics(run_dir)
     keys = [k for k in metrics if k not in ("step", "wall_time")]
     rows = [{k: float(metrics[k][i]) for k in keys} for i in range(len(metrics["step"]))]
     assert full.steps_per_epoch == 2 and full.global_step == 4 and full.step == 2
@@ -168,4 +168,4 @@ def test_run_folder_round_trip_through_the_runner(data_dir, tmp_path, monkeypatc
     resumed, state = load_run(run_dir)
     assert resumed.config == trainer.config and resumed.global_step == 1
     assert train(resumed, run_dir, SerialExecutor(), metrics_rows=1, progress=False)
-    assert resumed.done and read_metrics(run_dir / "metrics.csv")["step"].tolist() == [0, 1]
+    assert resumed.done and read_metrics(run_dir)["step"].tolist() == [0, 1]

@@ -182,3 +182,21 @@ def test_ctrl_c_stops_a_ray_backed_run_with_its_checkpoint(tmp_path):
     assert b"Continue with: sparserl run --resume" in out
     trainer, _ = load_run(run_dir)
     assert 0 <= trainer.step < 400000
+
+
+def test_metrics_log_grows_new_columns_only_on_resume(tmp_path):
+    from experiments.run import MetricsLog
+
+    path = tmp_path / "metrics.csv"
+    log = MetricsLog(path)
+    log.append({"step": 1, "a": 0.5})
+    with pytest.raises(KeyError, match="keys changed"):
+        log.append({"step": 2, "a": 0.5, "b": 1.0})  # within a session: a trainer bug
+    resumed = MetricsLog(path)  # a newer version adds column b
+    resumed.append({"step": 2, "a": 0.25, "b": 1.0})
+    assert path.read_text().splitlines() == ["step,a,b", "1,0.5,", "2,0.25,1.0"]
+    with pytest.raises(KeyError, match="keys changed"):
+        resumed.append({"step": 3, "a": 0.1})
+    from qd.plots import read_metrics
+
+    assert np.isnan(read_metrics(tmp_path)["b"][0])
