@@ -3,6 +3,11 @@
 Every family (qd, milp, agents) receives an executor and calls
 ``executor.map(fn, items, errors="raise")``; it never imports Ray. ``fn`` is a module-level
 function, called as ``fn(item)``; results come back in the order of ``items``.
+``executor.imap(fn, items, errors, window)`` streams instead, for long items (episodes, seconds
+each) drawn from an iterable that may be endless: it keeps ``window`` items in flight, one per
+task, and yields results in the order of ``items`` as they become available, so no worker waits
+for the end of a batch. Closing the generator early leaves the items already started to finish
+on their own; their results are dropped.
 
 - `SerialExecutor` runs items in this process, one after the other. It does not isolate hard
   crashes: a segfault inside ``fn`` takes the driver down with it.
@@ -31,13 +36,15 @@ import platform
 import socket
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
 from typing import Any, Literal, Protocol
 
 from envs.errors import ItemError, is_error
 
 Errors = Literal["raise", "return"]
+_END = object()  # end of an imap's items
 LOG = logging.getLogger("sparserl.executor")
 # Modules a worker must import to run any family's items.
 REQUIRED_MODULES = ("kernels", "envs", "qd", "milp", "agents", "experiments")
@@ -77,12 +84,25 @@ class Executor(Protocol):
         self, fn: Callable[[Any], Any], items: Sequence[Any], errors: Errors = "raise"
     ) -> list: ...
 
+    def imap(
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        errors: Errors = "raise",
+        window: int | None = None,
+    ) -> Iterator[Any]: ...
+
     def close(self) -> None: ...
 
 
 def _check_errors(errors: str) -> None:
     if errors not in ("raise", "return"):
         raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+
+
+def _check_window(window: int | None) -> None:
+    if window is not None and (isinstance(window, bool) or window < 1):
+        raise ValueError(f"window must be >= 1 items in flight, got {window!r}")
 
 
 def _run_chunk(fn: Callable, chunk: Sequence, start: int, errors: str) -> tuple[list, float]:
@@ -135,6 +155,25 @@ class SerialExecutor:
             raise
         _report_errors(self.listener, fn, items, results)
         return results
+
+    def imap(
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        errors: Errors = "raise",
+        window: int | None = None,
+    ) -> Iterator[Any]:
+        """One item at a time, as it is asked for (``window`` is accepted and ignored)."""
+        _check_errors(errors)
+        _check_window(window)
+        for index, item in enumerate(items):
+            try:
+                (result,), _ = _run_chunk(fn, [item], index, errors)
+            except Exception as exc:
+                _report_raised(self.listener, fn, {index: item}, exc)
+                raise
+            _report_errors(self.listener, fn, {index: item}, [result])
+            yield result
 
     def close(self) -> None:
         pass
@@ -431,6 +470,43 @@ class RayExecutor:
         self.last_busy_seconds = busy
         _report_errors(self.listener, fn, items, results)
         return results
+
+    def imap(
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        errors: Errors = "raise",
+        window: int | None = None,
+    ) -> Iterator[Any]:
+        """Stream ``items`` through one-item tasks, ``window`` in flight (default: twice the
+        workers, so a slow item at the head of the line leaves no worker idle)."""
+        _check_errors(errors)
+        _check_window(window)
+        window = window or 2 * self.parallelism
+        task = self._remote.options(max_retries=self.max_retries, retry_exceptions=False)
+        source = iter(items)
+        pending: deque[tuple[int, Any, Any]] = deque()
+        submitted = 0
+        while True:
+            while len(pending) < window:
+                item = next(source, _END)
+                if item is _END:
+                    break
+                pending.append((submitted, item, task.remote(fn, [item], submitted, errors)))
+                submitted += 1
+            if not pending:
+                return
+            index, item, ref = pending.popleft()
+            try:
+                (result,), _ = self._get(ref)
+            except self._ray.exceptions.RayTaskError as exc:
+                _report_raised(self.listener, fn, {index: item}, exc.cause)
+                raise exc.as_instanceof_cause() from None
+            except self._lost():
+                self.watch_nodes()
+                (result,) = self._rerun_one_by_one(fn, [item], index, errors, {index: item})
+            _report_errors(self.listener, fn, {index: item}, [result])
+            yield result
 
     def _rerun_one_by_one(
         self, fn: Callable, chunk: list, start: int, errors: str, items: list

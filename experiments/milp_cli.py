@@ -88,7 +88,14 @@ def _cmd_collect(args: argparse.Namespace) -> int:
             bar.refresh()
 
         manifest = collect(
-            paths, args.out, args.samples, args.seed, executor, config, progress=progress
+            paths,
+            args.out,
+            args.samples,
+            args.seed,
+            executor,
+            config,
+            progress=progress,
+            max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
         )
     print(
         f"{manifest['samples']} samples in {len(manifest['shards'])} shards, "
@@ -144,5 +151,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     col.add_argument("--query-prob", type=float, default=0.05)
     col.add_argument("--sb-iteration-limit", type=int, default=None)
     col.add_argument("--time-limit", type=float, default=3600.0, metavar="SECONDS")
+    col.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="also stop after the shard during which this much wall time has passed "
+        "(run again to resume)",
+    )
     _executor_args(col)
     col.set_defaults(func=_cmd_collect)

@@ -24,10 +24,11 @@ A sample holds: the observation arrays (prob-index variable rows), ``candidates`
 indices of the LP candidates), ``scores`` (their strong-branching scores, same order) and
 ``choice`` (the chosen prob-index).
 
-`collect(paths, out_dir, n_samples, seed, executor, ...)` runs episodes in batches through the
-executor; each batch becomes one compressed shard ``shard-NNNNN.npz`` (written to a temporary
-file and renamed) and the manifest ``manifest.json`` (same) records the settings, the shards
-and how many episodes are done. Episode e uses instance ``paths[e % len(paths)]`` and the e-th
+`collect(paths, out_dir, n_samples, seed, executor, ...)` streams episodes through the
+executor (``executor.imap``); each run of ``episodes_per_shard`` consecutive episodes becomes
+one compressed shard ``shard-NNNNN.npz`` (written to a temporary file and renamed) and the
+manifest ``manifest.json`` (same) records the settings, the shards and how many episodes are
+done. Episode e uses instance ``paths[e % len(paths)]`` and the e-th
 child of ``SeedSequence(seed)``, so calling `collect` again on the same folder resumes where
 it stopped and gives the same samples as an uninterrupted run. The manifest also holds the
 CPU seconds the episodes spent, per batch and in total (all of it, before the first branching
@@ -37,11 +38,13 @@ read off a run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,14 +284,19 @@ def collect(
     config: CollectConfig | None = None,
     episodes_per_shard: int | None = None,
     progress: Any = None,
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Collect until at least ``n_samples`` samples are stored; returns the manifest.
+    """Collect until at least ``n_samples`` samples are stored, or until the shard during
+    which ``max_seconds`` of wall time have passed; returns the manifest.
 
     A folder with a manifest is resumed (its instances, seed and config must match).
-    ``episodes_per_shard`` defaults to 4 x the executor's parallelism: the executor hands
-    each worker about 4 tasks per batch, so that is the largest batch whose tasks are single
-    episodes, scheduled as workers free up; a batch then ends with about half an episode of
-    idle time per worker. ``progress(manifest)`` is called after each shard. Failed episodes
+    Episodes stream through ``executor.imap`` (a few in flight per worker), so workers go on
+    with the next shard's episodes while a shard's last one finishes; when the target is
+    reached, the episodes already started beyond it run to their end and are dropped (at most
+    the stream's window, 2 per worker). A shard holds the samples of ``episodes_per_shard``
+    consecutive episodes (default 4 x the executor's parallelism), whatever the order they
+    finish in, so the shards depend only on the seed. ``progress(manifest)`` is called after
+    each shard. Failed episodes
     are listed in the manifest's ``errors``; ``cost`` sums the episodes' `EpisodeResult`
     figures, ``batches`` lists each batch's episodes, samples and cost, and ``write_seconds``
     is the driver's CPU time spent packing and writing shards.
@@ -301,6 +309,8 @@ def collect(
         raise ValueError("collect needs at least one instance")
     if episodes_per_shard is not None and episodes_per_shard < 1:
         raise ValueError(f"episodes_per_shard must be >= 1, got {episodes_per_shard}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
     head = {"version": FORMAT_VERSION, "instances": paths, "seed": int(seed),
             "config": asdict(config)}  # fmt: skip
     mpath = out / MANIFEST
@@ -318,49 +328,61 @@ def collect(
     manifest.setdefault("write_seconds", 0.0)
     batch = episodes_per_shard or 4 * max(1, executor.parallelism)
     root = np.random.SeedSequence(seed)
-    while manifest["samples"] < n_samples:
-        first = manifest["episodes"]
-        # Children first..first+batch of the root, whatever the batch sizes before.
-        seqs = np.random.SeedSequence(
-            root.entropy, spawn_key=root.spawn_key, n_children_spawned=first
-        )
-        children = seqs.spawn(batch)
-        items = [
-            (paths[(first + i) % len(paths)], first + i, children[i], config) for i in range(batch)
-        ]
-        results = executor.map(collect_episode, items, errors="return")
-        write_start = time.process_time()
-        samples = []
-        batch_cost = dict.fromkeys(EPISODE_STATS, 0.0)
-        for item, res in zip(items, results, strict=True):
-            if isinstance(res, ItemError):
-                manifest["errors"].append(
-                    f"episode {item[1]} ({item[0]}): {res.type}: {res.message}"
-                )
-            else:
-                samples.extend(res.samples)
-                for k, v in res.stats().items():
-                    batch_cost[k] += v
-        for k, v in batch_cost.items():
-            cost[k] += v
-        if samples:
-            shard = out / f"shard-{len(manifest['shards']):05d}.npz"
-            packed = _pack(samples)
-            _write_atomic(shard, lambda p, a=packed: _save_npz(p, a))
-            manifest["shards"].append(
-                {"file": shard.name, "samples": len(samples), "episodes": [first, first + batch]}
+
+    def episodes(first: int) -> Iterator[tuple]:
+        # Episode e gets the root's child e (what root.spawn gives as its e-th child), whatever
+        # the shard sizes before.
+        for e in itertools.count(first):
+            child = np.random.SeedSequence(
+                root.entropy, spawn_key=(*root.spawn_key, e), pool_size=root.pool_size
             )
-        manifest.setdefault("batches", []).append(
-            {"episodes": [first, first + batch], "samples": len(samples), "cost": batch_cost}
-        )
-        manifest["episodes"] = first + batch
-        manifest["samples"] += len(samples)
-        manifest["write_seconds"] += time.process_time() - write_start
-        _write_atomic(mpath, lambda p: p.write_text(json.dumps(manifest, indent=1)))
-        if progress is not None:
-            progress(manifest)
-        if all(isinstance(r, ItemError) for r in results):
-            raise RuntimeError(f"every episode of the batch failed: {manifest['errors'][-1]}")
-        if first + batch >= 100 * len(paths) and manifest["samples"] == 0:
-            raise RuntimeError("no sample after 100 episodes per instance: instances too easy")
+            yield paths[e % len(paths)], e, child, config
+
+    stream = executor.imap(collect_episode, episodes(manifest["episodes"]), errors="return")
+    start = time.monotonic()
+    with closing(stream):
+        while manifest["samples"] < n_samples and (
+            max_seconds is None or time.monotonic() - start < max_seconds
+        ):
+            first = manifest["episodes"]
+            items = [(paths[(first + i) % len(paths)], first + i) for i in range(batch)]
+            results = [next(stream) for _ in range(batch)]
+            write_start = time.process_time()
+            samples = []
+            batch_cost = dict.fromkeys(EPISODE_STATS, 0.0)
+            for item, res in zip(items, results, strict=True):
+                if isinstance(res, ItemError):
+                    manifest["errors"].append(
+                        f"episode {item[1]} ({item[0]}): {res.type}: {res.message}"
+                    )
+                else:
+                    samples.extend(res.samples)
+                    for k, v in res.stats().items():
+                        batch_cost[k] += v
+            for k, v in batch_cost.items():
+                cost[k] += v
+            if samples:
+                shard = out / f"shard-{len(manifest['shards']):05d}.npz"
+                packed = _pack(samples)
+                _write_atomic(shard, lambda p, a=packed: _save_npz(p, a))
+                manifest["shards"].append(
+                    {
+                        "file": shard.name,
+                        "samples": len(samples),
+                        "episodes": [first, first + batch],
+                    }
+                )
+            manifest.setdefault("batches", []).append(
+                {"episodes": [first, first + batch], "samples": len(samples), "cost": batch_cost}
+            )
+            manifest["episodes"] = first + batch
+            manifest["samples"] += len(samples)
+            manifest["write_seconds"] += time.process_time() - write_start
+            _write_atomic(mpath, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+            if progress is not None:
+                progress(manifest)
+            if all(isinstance(r, ItemError) for r in results):
+                raise RuntimeError(f"every episode of the batch failed: {manifest['errors'][-1]}")
+            if first + batch >= 100 * len(paths) and manifest["samples"] == 0:
+                raise RuntimeError("no sample after 100 episodes per instance: instances too easy")
     return manifest

@@ -1,27 +1,29 @@
 """Expert-data throughput and strong-branching iteration limits, on easy set cover.
 
-    python -m experiments.benchmarks.milp_experts [--seconds 120] [--executor ray|serial]
-        [--sb-iteration-limit N] [--instances 8]
+    python -m experiments.benchmarks.milp_experts [--seconds 120] [--rounds 2]
+        [--executor ray|serial] [--sb-iteration-limit N] [--instances 8]
     python -m experiments.benchmarks.milp_experts --agreement 300 [--limits 20 50 100 200]
 
 Throughput (default): generates learn2branch "easy" set covers (500 x 1000), warms the workers
 up, then collects with the learn2branch protocol (`milp.experts.collect`: query probability
-0.05, pscost explores) two ways, interleaved shard by shard so that both see the same machine
-load, until each has had ``--seconds`` of wall time:
+0.05, pscost explores, ``--sb-iteration-limit`` for both) two ways, in ``--rounds`` alternating
+slices of ``--seconds / rounds`` wall time each (each way resumes its own folder), so that both
+see the machine's load of the moment:
 
-- old (the baseline): unlimited strong branching, batches of ``workers`` episodes (as before);
-- new: batches of 4 x ``workers`` episodes (`collect`'s default) and ``--sb-iteration-limit``
-  (default none, i.e. the same samples as the old way).
+- batched (the baseline, the previous scheduling): batches of 4 x ``workers`` episodes, each
+  batch one ``executor.map`` that waits for its slowest episode before the next starts;
+- streamed: `collect` as it is, episodes through ``executor.imap`` (2 per worker in flight).
 
-Both ways run the same episodes (instances and seeds) in the same order. Per way it prints the
-samples, the wall time, CPU-seconds per sample counted three ways - the episodes' solving
-threads (with their split: root, strong branching, observation, rest of the tree), every
-process of the run (driver, Ray's daemons and workers) and wall x workers - the busy fraction
-(episode CPU over wall x workers), the projected wall time of 10 000 samples on 2 cores (from
-the all-process CPU, i.e. if the 2 cores were ours, and from the wall time measured under the
-load of the moment), and the new/old ratios, over each way's episodes and over the episodes
-both ways ran (which removes the difference in the instances each way reached). Goal (issue
-5): 10 000 samples in under an hour on 2 cores, i.e. at most 0.72 CPU-seconds per sample.
+Both ways run the same episodes (instances and seeds) in the same order and store the same
+samples. Between slices the benchmark waits until the episodes a streamed slice left running
+have finished. Per way it prints the samples, the wall time, CPU-seconds per sample counted
+three ways - the episodes' solving threads (with their split: root, strong branching,
+observation, rest of the tree), every process of the run (driver, Ray's daemons and workers)
+and wall x workers - the busy fraction (episode CPU over wall x workers: what streaming
+raises), the projected wall time of 10 000 samples on 2 cores (from the all-process CPU, i.e.
+if the 2 cores were ours, and from the wall time measured under the load of the moment), and
+the streamed/batched ratios. Wall-time figures need an idle machine. Goal (issue 5): 10 000
+samples in under an hour on 2 cores, i.e. at most 0.72 CPU-seconds per sample.
 
 Agreement (``--agreement N``): at N queried nodes of learn2branch episodes (expert followed,
 as in collection), strong-branching scores with each of ``--limits`` LP iterations per child
@@ -33,6 +35,7 @@ fraction of the unlimited one (CPU time at the same nodes).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import tempfile
@@ -63,6 +66,18 @@ def _tree_cpu() -> float:
     return total
 
 
+def _noop(x: int) -> int:
+    return x
+
+
+def _drain(executor) -> None:
+    """Returns once tasks submitted before it have finished (tasks start in submission order,
+    and this puts one more behind them per worker, twice)."""
+    base = getattr(executor, "executor", executor)
+    for _ in range(2):
+        base.map(_noop, range(base.parallelism))
+
+
 def _warm_up(executor, work: Path) -> float:
     """One tiny episode per task so every worker has imported SCIP and loaded the Numba
     kernel before timing starts; returns the wall seconds it took."""
@@ -78,25 +93,35 @@ def _warm_up(executor, work: Path) -> float:
     return time.perf_counter() - start
 
 
-class _Way:
-    """One way of collecting, advanced one shard at a time."""
+class _Batched:
+    """The previous scheduling, as an executor for `collect`: its ``imap`` runs the items in
+    consecutive batches, each an ``executor.map`` that returns when its slowest item ends."""
 
-    def __init__(self, name: str, folder: Path, config: CollectConfig, batch: int | None) -> None:
-        self.name, self.folder, self.config, self.batch = name, folder, config, batch
+    def __init__(self, executor, batch: int) -> None:
+        self.executor, self.batch = executor, batch
+        self.parallelism = executor.parallelism
+
+    def imap(self, fn, items, errors="raise", window=None):
+        source = iter(items)
+        while chunk := list(itertools.islice(source, self.batch)):
+            yield from self.executor.map(fn, chunk, errors)
+
+
+class _Way:
+    """One way of collecting, advanced one time slice at a time."""
+
+    def __init__(self, name: str, folder: Path, config: CollectConfig, executor) -> None:
+        self.name, self.folder, self.config, self.executor = name, folder, config, executor
         self.wall = self.cpu = 0.0
         self.manifest: dict = {"samples": 0, "episodes": 0}
 
-    def step(self, paths: list[Path], executor) -> None:
+    def step(self, paths: list[Path], seconds: float) -> None:
         wall, cpu = time.perf_counter(), _tree_cpu()
         self.manifest = collect(
-            paths,
-            self.folder,
-            self.manifest["samples"] + 1,
-            0,
-            executor,
-            self.config,
-            episodes_per_shard=self.batch,
+            paths, self.folder, 10**9, 0, self.executor, self.config, max_seconds=seconds
         )
+        # A streamed slice leaves up to 2 episodes per worker running: they belong to it.
+        _drain(self.executor)
         self.wall += time.perf_counter() - wall
         self.cpu += _tree_cpu() - cpu
 
@@ -129,27 +154,24 @@ def throughput(args: argparse.Namespace) -> None:
     with make_executor(args.executor) as executor:
         workers = executor.parallelism
         warm = _warm_up(executor, work)
+        config = CollectConfig(sb_iteration_limit=args.sb_iteration_limit, time_limit=args.seconds)
         ways = [
-            _Way("old", work / "old", CollectConfig(time_limit=args.seconds), workers),
-            _Way(
-                "new",
-                work / "new",
-                CollectConfig(sb_iteration_limit=args.sb_iteration_limit, time_limit=args.seconds),
-                None,
-            ),
+            _Way("batched", work / "batched", config, _Batched(executor, 4 * workers)),
+            _Way("streamed", work / "streamed", config, executor),
         ]
-        # The way with less wall time so far goes next, so both share the load of the moment.
-        while min(w.wall for w in ways) < args.seconds:
-            min(ways, key=lambda w: w.wall).step(paths, executor)
+        for _ in range(args.rounds):
+            for way in ways:
+                way.step(paths, args.seconds / args.rounds)
     load = os.getloadavg()
     print(
         f"easy set cover (500 x 1000), {args.instances} instances, {workers} workers "
         f"({args.executor}), warm-up {warm:.1f} s, load average {load[0]:.2f} {load[1]:.2f} "
         f"{load[2]:.2f} at the end"
     )
-    print(f"old: unlimited strong branching, {workers} episodes per shard")
-    limit = args.sb_iteration_limit
-    print(f"new: sb_iteration_limit={limit}, {4 * workers} episodes per shard")
+    print(
+        f"sb_iteration_limit={args.sb_iteration_limit}, {4 * workers} episodes per shard, "
+        f"{args.rounds} rounds of {args.seconds / args.rounds:.0f} s per way"
+    )
     figs = {w.name: w.figures(workers) for w in ways}
     rows = [
         ("samples (episodes)", lambda f: f"{f['samples']} ({f['episodes']})"),
@@ -166,30 +188,17 @@ def throughput(args: argparse.Namespace) -> None:
         ("10k samples, 2 free cores, min", lambda f: f"{f['proj_cpu']:.0f}"),
         ("10k samples, measured wall, min", lambda f: f"{f['proj_wall']:.0f}"),
     ]
-    print(f"{'':34s}{'old':>12s}{'new':>12s}")
+    print(f"{'':34s}{'batched':>12s}{'streamed':>12s}")
     for label, fmt in rows:
-        print(f"{label:34s}{fmt(figs['old']):>12s}{fmt(figs['new']):>12s}")
-    # The same episodes (instances and seeds) in both ways: batches ending before a boundary
-    # both ways reached (identical samples when the new way keeps unlimited strong branching).
-    common = min(w.manifest["episodes"] for w in ways) // (4 * workers) * (4 * workers)
-    if common:
-        same = {}
-        for w in ways:
-            done = [b for b in w.manifest["batches"] if b["episodes"][1] <= common]
-            n = sum(b["samples"] for b in done)
-            same[w.name] = (n, sum(b["cost"]["cpu_seconds"] for b in done) / max(n, 1))
-        print(
-            f"same episodes 0-{common - 1}: old {same['old'][1]:.3f} CPU-s/sample "
-            f"({same['old'][0]} samples), new {same['new'][1]:.3f} ({same['new'][0]}), "
-            f"ratio new/old {same['new'][1] / same['old'][1]:.2f}"
-        )
+        print(f"{label:34s}{fmt(figs['batched']):>12s}{fmt(figs['streamed']):>12s}")
     for key, label in (
-        ("episode", "episode CPU"),
-        ("all", "all-process CPU"),
-        ("core", "core-seconds"),
+        ("busy", "busy fraction"),
+        ("core", "core-seconds per sample"),
+        ("all", "all-process CPU per sample"),
     ):
-        print(f"ratio new/old per sample, {label}: {figs['new'][key] / figs['old'][key]:.2f}")
-    ok = figs["new"]["all"] <= TARGET_CPU_PER_SAMPLE
+        ratio = figs["streamed"][key] / figs["batched"][key]
+        print(f"ratio streamed/batched, {label}: {ratio:.2f}")
+    ok = figs["streamed"]["all"] <= TARGET_CPU_PER_SAMPLE
     print(
         f"goal <= {TARGET_CPU_PER_SAMPLE:.2f} CPU-s/sample (all processes): "
         f"{'met' if ok else 'not met'}; shards in {work}"
@@ -295,9 +304,10 @@ def agreement(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=120.0, help="wall seconds per way")
+    p.add_argument("--rounds", type=int, default=2, help="alternating slices per way")
     p.add_argument("--instances", type=int, default=8)
     p.add_argument("--executor", choices=("ray", "serial"), default="ray")
-    p.add_argument("--sb-iteration-limit", type=int, default=None, help="the new way's limit")
+    p.add_argument("--sb-iteration-limit", type=int, default=None, help="both ways' limit")
     p.add_argument(
         "--agreement",
         type=int,

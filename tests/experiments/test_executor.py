@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import itertools
 import os
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +23,11 @@ def fail_on_three(x):
 
 def draw(seed):
     return float(np.random.default_rng(seed).normal())
+
+
+def slow_when_even(x):
+    time.sleep(0.05 if x % 2 == 0 else 0.0)  # later items finish first
+    return x * x
 
 
 def die_on_five(x):
@@ -72,3 +79,55 @@ def test_ray_worker_crash_isolated(ray_executor):
         ray_executor.max_retries = saved
     assert [o for i, o in enumerate(out) if i != 5] == [0, 1, 2, 3, 4, 6, 7]
     assert isinstance(out[5], ItemError) and out[5].type == "WorkerCrashed"
+
+
+class Source:
+    """An endless item source that counts what was drawn from it."""
+
+    def __init__(self):
+        self.drawn = 0
+
+    def __iter__(self):
+        for x in itertools.count():
+            self.drawn += 1
+            yield x
+
+
+def test_serial_imap_streams_in_order():
+    ex = SerialExecutor()
+    source = Source()
+    stream = ex.imap(square, source)
+    assert [next(stream) for _ in range(4)] == [0, 1, 4, 9]
+    assert source.drawn == 4  # lazily, one item per result
+    out = list(ex.imap(fail_on_three, range(5), errors="return"))
+    assert isinstance(out[3], ItemError) and out[3].index == 3 and out[:3] == [0, 1, 2]
+    with pytest.raises(ValueError, match="three is bad"):
+        list(ex.imap(fail_on_three, range(5)))
+    with pytest.raises(ValueError, match="window must be"):
+        next(ex.imap(square, range(3), window=0))
+
+
+def test_ray_imap_order_window_and_errors(ray_executor):
+    source = Source()
+    stream = ray_executor.imap(slow_when_even, source, window=3)
+    assert [next(stream) for _ in range(9)] == [x * x for x in range(9)]
+    assert source.drawn <= 9 + 3  # never more than the window ahead
+    stream.close()
+    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(2).spawn(11)]
+    assert list(ray_executor.imap(draw, seeds)) == SerialExecutor().map(draw, seeds)
+    out = list(ray_executor.imap(fail_on_three, range(6), errors="return"))
+    assert [o for i, o in enumerate(out) if i != 3] == [0, 1, 2, 4, 5]
+    assert isinstance(out[3], ItemError) and out[3].index == 3
+    with pytest.raises(ValueError, match="three is bad"):
+        list(ray_executor.imap(fail_on_three, range(6)))
+
+
+def test_ray_imap_worker_crash_isolated(ray_executor):
+    saved = ray_executor.max_retries
+    ray_executor.max_retries = 1
+    try:
+        out = list(ray_executor.imap(die_on_five, range(7), errors="return"))
+    finally:
+        ray_executor.max_retries = saved
+    assert [o for i, o in enumerate(out) if i != 5] == [0, 1, 2, 3, 4, 6]
+    assert isinstance(out[5], ItemError) and out[5].type == "WorkerCrashed" and out[5].index == 5
