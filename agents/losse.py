@@ -19,6 +19,7 @@ near 0 either way).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -34,6 +35,9 @@ class LosseParams:
     num_bins: int = field(default=5, metadata={"ge": 1})
     bin_dim: int = field(default=2, metadata={"ge": 1})
     eps: float = field(default=1e-5, metadata={"gt": 0})
+    # "mean": the original's ridge, eps against the mean loss; "sum": eps against the summed
+    # loss, which keeps early data's fit (kernels.losse).
+    ridge: Literal["mean", "sum"] = "mean"
     input_scale: float = field(default=1.0, metadata={"gt": 0})
 
 
@@ -54,7 +58,8 @@ class LosseWorldModel:
             bounds.dim, params.num_grids, params.num_bins, params.bin_dim, rng
         )
         self.regressors = [
-            SparseFTL(self.encoder.dim, bounds.dim + 2, params.eps) for _ in range(n_actions)
+            SparseFTL(self.encoder.dim, bounds.dim + 2, params.eps, ridge=params.ridge)
+            for _ in range(n_actions)
         ]
 
     def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

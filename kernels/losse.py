@@ -15,14 +15,20 @@ Sparse FTL update (world_models.md §1.4), one sample (S, v, y) at a time:
   A[S, S] += v v^T;  C[S] += v y^T;  t += 1
   W[S] <- solve(A[S, S]/t + eps I, (C[S] - A[S, :] W + A[S, S] W[S]) / t)
 which is an exact minimisation of the ridge FTL objective (1/t)|Phi W - Y|^2 + eps |W|^2 over the
-active rows of W, the others held fixed. A = Phi^T Phi only ever gains entries in S x S blocks,
-so `SparseFTL` stores it by rows, each row a chain of fixed-size blocks of (column, value)
-entries, features renumbered in the order they are first seen: memory grows with the
-co-activated pairs, never with d^2, and one update costs O(sum of the active rows' lengths +
-k^3), independent of the number of samples seen. The rhs is computed as C[S] - sum over the
-columns outside S, which is the formula above with the S x S terms cancelled exactly. One scan
-of each active row does both the S x S accumulation and that sum; the k x k system is solved
-by a Cholesky factorisation written for one core (see `_cholesky_solve`).
+active rows of W, the others held fixed. That is the original's objective (``ridge="mean"``):
+its ridge, measured against the summed loss, grows as eps * t, so weights fitted to states no
+longer visited are shrunk ever harder whenever a shared feature is re-solved, and the error on
+early data rises as training goes on (measured on CartPole under a policy shift; see
+BENCHMARKS.md). ``ridge="sum"`` fixes the ridge on the summed loss instead,
+|Phi W - Y|^2 + eps |W|^2, i.e. eps / t in place of eps in the solve above.
+A = Phi^T Phi only ever gains entries in S x S blocks, so `SparseFTL` stores it by rows, each
+row a chain of fixed-size blocks of (column, value) entries, features renumbered in the order
+they are first seen: memory grows with the co-activated pairs, never with d^2, and one update
+costs O(sum of the active rows' lengths + k^3), independent of the number of samples seen. The
+rhs is computed as C[S] - sum over the columns outside S, which is the formula above with the S
+x S terms cancelled exactly. One scan of each active row does both the S x S accumulation and
+that sum; the k x k system is solved by a Cholesky factorisation written for one core (see
+`_cholesky_solve`).
 
 - ``encode_reference`` / ``DenseFTLReference`` / ``ridge_ftl_solution``: plain NumPy references
   (dense A, exactly the formula above; the exact ridge solution) that the tests compare against.
@@ -212,12 +218,13 @@ class LosseEncoder:
 class DenseFTLReference:
     """The sparse FTL update with a dense d x d A, exactly as the original gist (plain NumPy)."""
 
-    def __init__(self, dim: int, out_dim: int, eps: float = 1e-5) -> None:
+    def __init__(self, dim: int, out_dim: int, eps: float = 1e-5, ridge: str = "mean") -> None:
         self.A = np.zeros((dim, dim))
         self.C = np.zeros((dim, out_dim))
         self.W = np.zeros((dim, out_dim))
         self.t = 0
         self.eps = eps
+        self.ridge = _check_ridge(ridge)
 
     def update(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None:
         """One sample: idx, val (k,), y (out_dim,)."""
@@ -228,17 +235,27 @@ class DenseFTLReference:
         self.t += 1
         block = self.A[np.ix_(S, S)]
         rhs = self.C[S] - self.A[S, :] @ self.W + block @ self.W[S]
-        self.W[S] = np.linalg.solve(block / self.t + self.eps * np.eye(len(S)), rhs / self.t)
+        eps = self.eps / self.t if self.ridge == "sum" else self.eps
+        self.W[S] = np.linalg.solve(block / self.t + eps * np.eye(len(S)), rhs / self.t)
 
     def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         return np.einsum("nk,nko->no", val, self.W[idx])
 
 
+def _check_ridge(ridge: str) -> str:
+    if ridge not in ("mean", "sum"):
+        raise ValueError(f"ridge must be 'mean' (the original's) or 'sum', got {ridge!r}")
+    return ridge
+
+
 def ridge_ftl_solution(
-    idx: np.ndarray, val: np.ndarray, y: np.ndarray, dim: int, eps: float
+    idx: np.ndarray, val: np.ndarray, y: np.ndarray, dim: int, eps: float, ridge: str = "mean"
 ) -> np.ndarray:
-    """argmin_W (1/t)|Phi W - Y|^2 + eps |W|^2 over all t samples (dense; for small d)."""
+    """argmin_W (1/t)|Phi W - Y|^2 + eps |W|^2 over all t samples (``ridge="sum"``: eps / t in
+    place of eps) (dense; for small d)."""
     t = idx.shape[0]
+    if _check_ridge(ridge) == "sum":
+        eps = eps / t
     phi = np.zeros((t, dim))
     np.put_along_axis(phi, idx, val, axis=1)
     y = np.asarray(y, dtype=np.float64).reshape(t, -1)
@@ -337,6 +354,7 @@ def _ftl_update_kernel(
     val,
     y,
     eps,
+    ridge_sum,
     start,
     slot_of,
     feat,
@@ -482,7 +500,7 @@ def _ftl_update_kernel(
             row = G[m, m:k]
             for p in range(k - m):
                 row[p] /= t
-            G[m, m] += eps
+            G[m, m] += eps / t if ridge_sum else eps
         ratio = _cholesky_solve(G, k, X)
         if ratio > 0.0:
             if ratio * ratio > ILL_CONDITIONED:
@@ -557,6 +575,7 @@ def _csr_to_rows(ptr, col, vals, row_head, row_tail, row_fill, blk_col, blk_val,
 class SparseFTL:
     """Online ridge FTL regression on sparse features, A stored by rows of co-activated pairs.
 
+    ``ridge``: "mean" (the original's objective) or "sum" (see the module docstring).
     ``update(idx, val, y)`` takes one sample (idx, val (k,), y (out_dim,)) or a batch
     ((n, k), (n, k), (n, out_dim)) processed one sample after another, exactly like n single
     calls (the gist's semantics; no batched solve). ``predict(idx, val) -> (n, out_dim)``.
@@ -579,6 +598,7 @@ class SparseFTL:
         eps: float = 1e-5,
         block_size: int | None = None,
         blocks: int = 1024,
+        ridge: str = "mean",
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
             raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
@@ -593,6 +613,7 @@ class SparseFTL:
         if (block_size is not None and block_size < 1) or blocks < 1:
             raise ValueError(f"block_size and blocks must be >= 1, got {block_size}, {blocks}")
         self.dim, self.out_dim, self.eps = int(dim), int(out_dim), float(eps)
+        self.ridge = _check_ridge(ridge)
         self.block_size = None if block_size is None else int(block_size)
         self._initial_blocks = int(blocks)
         self._slot_of = np.full(dim, -1, np.int32)
@@ -741,6 +762,7 @@ class SparseFTL:
                 val,
                 y,
                 self.eps,
+                self.ridge == "sum",
                 start,
                 self._slot_of,
                 self._feat,
@@ -798,6 +820,7 @@ class SparseFTL:
             "dim": self.dim,
             "out_dim": self.out_dim,
             "eps": self.eps,
+            "ridge": self.ridge,
             "block_size": self.block_size,
             "features": self._feat[:used].copy(),
             "W": self._W[:used, : self.out_dim].copy(),
@@ -812,7 +835,13 @@ class SparseFTL:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> SparseFTL:
-        model = cls(state["dim"], state["out_dim"], state["eps"], state["block_size"])
+        model = cls(
+            state["dim"],
+            state["out_dim"],
+            state["eps"],
+            state["block_size"],
+            ridge=state.get("ridge", "mean"),  # saved before the option existed
+        )
         features = np.asarray(state["features"], np.int32)
         used = len(features)
         ptr = np.asarray(state["row_ptr"], np.int64)

@@ -208,3 +208,54 @@ def test_sparse_update_bad_input():
         SparseFTL(10, 1, eps=0.0)
     model.update(np.array([1, 2]), np.array([0.5, 0.5]), np.array([1.0]))
     assert model.t == 1
+
+
+def test_sum_ridge_matches_its_references_and_survives_reload():
+    enc, idx, val, y = _stream(3, 150)
+    sparse = SparseFTL(enc.dim, 2, eps=1e-3, ridge="sum", block_size=8, blocks=1)
+    dense = DenseFTLReference(enc.dim, 2, eps=1e-3, ridge="sum")
+    sparse.update(idx[:80], val[:80], y[:80])
+    for n in range(80):
+        dense.update(idx[n], val[n], y[n])
+    np.testing.assert_allclose(sparse.W, dense.W, atol=1e-9 * np.abs(dense.W).max())
+    # eps against the summed loss is eps / t against the mean loss
+    np.testing.assert_allclose(
+        ridge_ftl_solution(idx, val, y, enc.dim, 1e-3, ridge="sum"),
+        ridge_ftl_solution(idx, val, y, enc.dim, 1e-3 / len(idx)),
+    )
+    clone = SparseFTL.from_state_dict(pickle.loads(pickle.dumps(sparse.state_dict())))
+    assert clone.ridge == "sum"
+    sparse.update(idx[80:], val[80:], y[80:])
+    clone.update(idx[80:], val[80:], y[80:])
+    np.testing.assert_array_equal(sparse.W, clone.W)
+    old = sparse.state_dict()
+    del old["ridge"]  # saved before the option existed: the original's objective
+    assert SparseFTL.from_state_dict(old).ridge == "mean"
+    with pytest.raises(ValueError, match="ridge must be"):
+        SparseFTL(enc.dim, 2, ridge="l2")
+
+
+def test_the_mean_ridge_keeps_shrinking_early_data_after_a_shift():
+    """A shift: 300 samples on [-1, 0], then 6000 on [0, 1] in four parts. Both objectives
+    start with the same ridge (eps_sum = eps_mean * 300). Shared features move either way,
+    but with the original objective the ridge on the summed loss grows as eps * t, so the
+    early inputs' error keeps growing part after part, ending several times higher."""
+    rng = np.random.default_rng(0)
+    enc = LosseEncoder(1, 50, 5, 2, np.random.default_rng(1))
+    early = rng.uniform(-1, 0, (300, 1))
+    late = rng.uniform(0, 1, (6000, 1))
+    test = rng.uniform(-1, 0, (200, 1))
+    tidx, tval = enc.encode(test)
+
+    def errors(ridge: str, eps: float) -> list[float]:
+        model = SparseFTL(enc.dim, 1, eps=eps, ridge=ridge)
+        out = []
+        for x in (early, *np.split(late, 4)):
+            model.update(*enc.encode(x), np.sin(3 * x))
+            out.append(float(np.mean((model.predict(tidx, tval) - np.sin(3 * test)) ** 2)))
+        return out
+
+    mean, summed = errors("mean", 1e-3), errors("sum", 1e-3 * 300)
+    assert mean[0] == pytest.approx(summed[0], rel=0.05)
+    assert mean[-1] > 4 * summed[-1]
+    assert mean[-1] / mean[1] > 1.5 * summed[-1] / summed[1]
