@@ -84,6 +84,10 @@ LASER_ANGLES_DEG = (45.0, 0.0, -45.0)
 LASER_RANGE = 100.0
 MAX_WHEEL_SPEED = 4.0
 GOALS = (((60.0, 60.0), 50.0), ((100.0, 200.0), 50.0))
+# Ground truth (the final position) and reward areas as novelty search sees them: / WORLD_SIZE.
+GT_LOW = (0.0, 0.0)
+GT_HIGH = (1.0, 1.0)
+REWARD_AREAS = tuple(((cx / WORLD_SIZE, cy / WORLD_SIZE), r / WORLD_SIZE) for (cx, cy), r in GOALS)
 DEFAULT_MAX_STEPS = 2000
 N_OBS = len(LASER_ANGLES_DEG) + 2
 N_ACT = 2

@@ -58,67 +58,35 @@ class FastPath:
     seeded: bool = False
 
 
-def _hardmaze_fast_path() -> FastPath:
-    from envs import hardmaze
+def _fast_path(
+    module: str, background: str, *, y_down: bool, seeded: bool = False
+) -> Callable[[], FastPath]:
+    """A factory reading an ``envs`` module's ``evaluate_batch``, ``GT_LOW``, ``GT_HIGH``,
+    ``REWARD_AREAS`` and background renderer; the module (and what it needs: Numba kernels,
+    MuJoCo) is imported only when the environment is used."""
 
-    return FastPath(
-        evaluate=hardmaze.evaluate_batch,
-        gt_low=(0.0, 0.0),
-        gt_high=(1.0, 1.0),
-        reward_areas=tuple(
-            ((cx / hardmaze.WORLD_SIZE, cy / hardmaze.WORLD_SIZE), r / hardmaze.WORLD_SIZE)
-            for (cx, cy), r in hardmaze.GOALS
-        ),
-        background=hardmaze.render_maze,
-        y_down=True,
-    )
+    def make() -> FastPath:
+        env = importlib.import_module(f"envs.{module}")
+        return FastPath(
+            evaluate=env.evaluate_batch,
+            gt_low=env.GT_LOW,
+            gt_high=env.GT_HIGH,
+            reward_areas=env.REWARD_AREAS,
+            background=getattr(env, background),
+            y_down=y_down,
+            seeded=seeded,
+        )
 
-
-def _curling_fast_path() -> FastPath:
-    from envs import curling
-
-    return FastPath(
-        evaluate=curling.evaluate_batch,
-        gt_low=curling.GT_LOW,
-        gt_high=curling.GT_HIGH,
-        reward_areas=curling.REWARD_AREAS,
-        background=curling.descriptor_background,
-        y_down=False,
-    )
-
-
-def _redundant_arm_fast_path() -> FastPath:
-    from envs import redundant_arm
-
-    return FastPath(
-        evaluate=redundant_arm.evaluate_batch,
-        gt_low=redundant_arm.GT_LOW,
-        gt_high=redundant_arm.GT_HIGH,
-        reward_areas=redundant_arm.REWARD_AREAS,
-        background=redundant_arm.render_arena,
-        y_down=True,
-    )
-
-
-def _antmaze_fast_path() -> FastPath:
-    from envs import antmaze
-
-    return FastPath(
-        evaluate=antmaze.evaluate_batch,
-        gt_low=antmaze.GT_LOW,
-        gt_high=antmaze.GT_HIGH,
-        reward_areas=antmaze.REWARD_AREAS,
-        background=antmaze.descriptor_background,
-        y_down=False,
-        seeded=True,
-    )
+    return make
 
 
 FAST_PATHS: dict[str, Callable[[], FastPath]] = {
-    "sparserl/HardMaze-v0": _hardmaze_fast_path,
-    "sparserl/Curling-v0": _curling_fast_path,
-    "sparserl/RedundantArm-v0": _redundant_arm_fast_path,
-    "sparserl/AntMaze-v0": _antmaze_fast_path,
+    "sparserl/HardMaze-v0": _fast_path("hardmaze", "render_maze", y_down=True),
+    "sparserl/Curling-v0": _fast_path("curling", "descriptor_background", y_down=False),
+    "sparserl/RedundantArm-v0": _fast_path("redundant_arm", "render_arena", y_down=True),
+    "sparserl/AntMaze-v0": _fast_path(
+        "antmaze", "descriptor_background", y_down=False, seeded=True
+    ),
 }
 
 BUILTIN_DESCRIPTORS = ("default", "final_observation")
