@@ -82,11 +82,9 @@ class LosseWorldModel:
         terminated: np.ndarray,
     ) -> None:
         """Learn one transition (or a batch, one after another)."""
-        x = self.bounds.normalize(obs)
-        next_x = self.bounds.normalize(next_obs)
+        x, y = model_targets(self.bounds, obs, reward, next_obs, terminated)
         action = self._check_actions(action, x.shape[0])
         idx, val = self._encode(x)
-        y = model_targets(x, np.reshape(reward, -1), next_x, np.reshape(terminated, -1))
         for a in np.unique(action):
             rows = np.flatnonzero(action == a)
             self.regressors[a].update(idx[rows], val[rows], y[rows])

@@ -92,9 +92,7 @@ class NNWorldModel:
         next_obs: np.ndarray,
         terminated: np.ndarray,
     ) -> None:
-        x = self.bounds.normalize(obs)
-        next_x = self.bounds.normalize(next_obs)
-        y = model_targets(x, np.reshape(reward, -1), next_x, np.reshape(terminated, -1))
+        x, y = model_targets(self.bounds, obs, reward, next_obs, terminated)
         n = x.shape[0]
         while self.stored + n > len(self.inputs):
             self.inputs = np.concatenate([self.inputs, np.zeros_like(self.inputs)])

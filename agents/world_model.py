@@ -76,12 +76,25 @@ def bounds_for(space: gym.spaces.Box, low: tuple = (), high: tuple = ()) -> Obse
 
 
 def model_targets(
-    x: np.ndarray, reward: np.ndarray, next_x: np.ndarray, terminated: np.ndarray
-) -> np.ndarray:
-    """(n, dim + 2) targets [next_x - x, reward, terminated] from normalised states."""
-    return np.column_stack(
-        [next_x - x, np.asarray(reward, np.float64), np.asarray(terminated, np.float64)]
+    bounds: ObservationBounds,
+    obs: np.ndarray,
+    reward: np.ndarray,
+    next_obs: np.ndarray,
+    terminated: np.ndarray,
+    count: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised states x (n, dim) and targets (n, dim + 2) [next_x - x, reward, terminated]
+    of raw transitions (clipped observations counted unless ``count`` is False)."""
+    x = bounds.normalize(obs, count=count)
+    next_x = bounds.normalize(next_obs, count=count)
+    y = np.column_stack(
+        [
+            next_x - x,
+            np.asarray(reward, np.float64).reshape(-1),
+            np.asarray(terminated, np.float64).reshape(-1),
+        ]
     )
+    return x, y
 
 
 class WorldModel(Protocol):

@@ -83,12 +83,10 @@ class ExactFTL:
         self.bounds, self.losse, self.eps = losse.bounds, losse, eps
 
     def errors(self, train: dict[str, np.ndarray], n: int, held: dict) -> dict[str, float]:
-        x = self.bounds.normalize(train["obs"][:n], count=False)
-        y = model_targets(
-            x,
-            train["reward"][:n],
-            self.bounds.normalize(train["next_obs"][:n], count=False),
-            train["terminated"][:n],
+        x, y = model_targets(
+            self.bounds,
+            *(train[f][:n] for f in ("obs", "reward", "next_obs", "terminated")),
+            count=False,
         )
         idx, val = self.losse._encode(x)
         d = self.losse.encoder.dim
