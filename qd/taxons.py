@@ -22,10 +22,10 @@ One generation (``iterate``), as the original ``RndQD.train`` (§3.1, §3.3):
    archive's latents to one point is undone (weights restored) and logged; the archive is
    never touched before the new latents are known to be good.
 
-Controllers: the MLP of `kernels.mlp` (``controller`` table; TAXONS's HardMaze settings are
-one hidden layer of 5, per-neuron biases and outputs x5). Differences from the original, deliberate: the hidden
-activation is tanh(x/2) (``kernels.mlp``, shared by every environment) where TAXONS uses a
-sigmoid, and there is no ``action_len`` gene. Mutation: each gene with probability
+Controllers: the MLP of `kernels.mlp` (``controller`` table; TAXONS's HardMaze settings are one
+hidden layer of 5, per-neuron biases and outputs x5). Differences from the original, deliberate:
+the hidden activation is tanh(x/2) (``kernels.mlp``, shared by every environment) where TAXONS
+uses a sigmoid, and there is no ``action_len`` gene. Mutation: each gene with probability
 ``gene_mutation_prob`` (TAXONS: 0.2) gets N(0, 0.05), then clip to [-5, 5]; initial genomes
 N(0, 1) clipped.
 
