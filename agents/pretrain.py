@@ -378,8 +378,9 @@ class TOVVICRegPretraining:
         return figures
 
     def progress(self) -> dict:
-        keys = ("loss", "inv", "var", "cov", "tov", "epoch", "samples_per_s")
-        return {k: round(self.last[k], 4) for k in keys if k in self.last}
+        # r_std in the bar: a backbone collapse (r_std -> 0 while the loss still falls) shows early.
+        keys = ("loss", "inv", "var", "cov", "tov", "r_std", "epoch", "samples_per_s")
+        return {k: float(f"{self.last[k]:.4g}") for k in keys if k in self.last}
 
     def _lr(self, step: int) -> float:
         o = self.config.optim

@@ -17,6 +17,12 @@ Two probes on the same frozen features (the encoder's output for the 3-frame sta
 Held-out frames are whole shards: the last shards of each game (other episodes) are the test
 set, the earlier ones the training set, each subsampled to its size with the seed.
 
+As in AtariARI, a RAM variable whose training labels have an entropy below 0.6 nats (constant or
+nearly: Pong's paddle x positions) is dropped with a warning: any probe scores about 1 on it. A
+short label policy can be nearly constant too; the action probe is kept (it is the paper's
+metric) but warned about. Every target also gets a ``majority class`` row (always predict the
+training set's most common class): the floor a probe must beat.
+
 Sparsity, per layer (ViT: the CLS token after each block; CNN: each ReLU output), on the test
 frames: the fraction of near-zero units (|a| < 0.1 * rms(a) within the sample's vector) and the
 Hoyer measure (sqrt(n) - |a|_1 / |a|_2) / (sqrt(n) - 1), 0 for a flat vector, 1 for one-hot;
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +91,25 @@ RAM_VARIABLES: dict[str, dict[str, int]] = {
 }
 
 NEAR_ZERO = 0.1
+# AtariARI's threshold (nats) below which a state variable is too predictable to probe.
+MIN_ENTROPY = 0.6
+MAJORITY = "majority class"
+
+
+def label_entropy(y: np.ndarray) -> float:
+    """Entropy (nats) of the empirical distribution of the labels ``y``."""
+    _, counts = np.unique(np.asarray(y), return_counts=True)
+    if counts.sum() == 0:
+        raise ValueError("label_entropy needs at least one label")
+    p = counts / counts.sum()
+    return float(np.sum(p * np.log(1.0 / p)))  # not -sum(p log p): no -0.0 for one class
+
+
+def majority_f1(y_train: np.ndarray, y_test: np.ndarray) -> tuple[float, float]:
+    """(weighted F1, accuracy) on ``y_test`` of always predicting ``y_train``'s commonest class."""
+    classes, counts = np.unique(np.asarray(y_train), return_counts=True)
+    pred = np.full(len(y_test), classes[np.argmax(counts)])
+    return weighted_f1(np.asarray(y_test), pred), float(np.mean(pred == np.asarray(y_test)))
 
 
 def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -188,6 +214,7 @@ class ProbeSettings:
     ram_epochs: int = 30
     seed: int = 0
     device: str = "cpu"
+    min_entropy: float = MIN_ENTROPY  # RAM variables below it (nats, training labels) are dropped
 
 
 def split(ds: FrameDataset, game: str, s: ProbeSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -209,52 +236,81 @@ def split(ds: FrameDataset, game: str, s: ProbeSettings) -> tuple[np.ndarray, np
     return pick(train, s.n_train), pick(test, s.n_test)
 
 
+def probe_targets(
+    ds: FrameDataset, game: str, train: np.ndarray, test: np.ndarray, s: ProbeSettings
+) -> list[tuple[str, str, np.ndarray, np.ndarray, int, dict]]:
+    """The targets probed on ``game``: (probe, variable, train labels, test labels, classes,
+    `train_linear_probe` options), read at each stack's newest frame. Low-entropy RAM variables
+    are dropped and a nearly constant action labelling is warned about (module docstring)."""
+    last_tr, last_te = train + 2, test + 2
+    targets = []
+    labels_tr, labels_te = ds.gather("labels", last_tr), ds.gather("labels", last_te)
+    if np.all(labels_tr >= 0) and np.all(labels_te >= 0):
+        h = label_entropy(labels_tr)
+        if h < s.min_entropy:
+            warnings.warn(
+                f"{game}: the label policy's actions have entropy {h:.3f} nats (< "
+                f"{s.min_entropy}): nearly constant, the action probe's F1 says little; compare "
+                f"it with the '{MAJORITY}' row or train the label policy longer",
+                stacklevel=2,
+            )
+        n_actions = int(next(e for e in ds.shards if e["game"] == game).get("n_actions", 18))
+        options = dict(epochs=s.action_epochs)
+        targets.append(("action", "action", labels_tr, labels_te, n_actions, options))
+    ram_tr, ram_te = ds.gather("ram", last_tr), ds.gather("ram", last_te)
+    dropped = []
+    for var, address in RAM_VARIABLES.get(game, {}).items():
+        y_tr, y_te = ram_tr[:, address], ram_te[:, address]
+        if label_entropy(y_tr) < s.min_entropy:
+            dropped.append(var)
+            continue
+        options = dict(optimizer="adam", lr=5e-4, batch=64, epochs=s.ram_epochs)
+        targets.append(("ram", var, y_tr, y_te, 256, options))
+    if dropped:
+        warnings.warn(
+            f"{game}: RAM variables {dropped} dropped, their entropy is below "
+            f"{s.min_entropy} nats on the training frames (AtariARI's rule)",
+            stacklevel=2,
+        )
+    return targets
+
+
+def _row(
+    encoder: str, game: str, probe: str, var: str, y_tr: np.ndarray, f1: float, acc: float
+) -> dict:
+    return dict(
+        encoder=encoder,
+        game=game,
+        probe=probe,
+        variable=var,
+        f1=f1,
+        accuracy=acc,
+        entropy=label_entropy(y_tr),
+    )
+
+
 def run_probes(
     ds: FrameDataset, encoders: dict[str, nn.Module], s: ProbeSettings
 ) -> tuple[list[dict], list[dict]]:
-    """Probe rows (encoder, game, probe, variable, f1, accuracy) and sparsity rows (encoder,
-    game, layer, near_zero, hoyer)."""
+    """Probe rows (encoder, game, probe, variable, f1, accuracy, entropy: the training labels'
+    in nats), with a ``majority class`` row per target, and sparsity rows (encoder, game, layer,
+    near_zero, hoyer)."""
     probe_rows, sparsity_rows = [], []
     for game in ds.games:
         train, test = split(ds, game, s)
-        last_tr, last_te = train + 2, test + 2  # targets at the stack's newest frame
-        labels_tr, labels_te = ds.gather("labels", last_tr), ds.gather("labels", last_te)
-        ram_tr, ram_te = ds.gather("ram", last_tr), ds.gather("ram", last_te)
+        targets = probe_targets(ds, game, train, test, s)
         x_tr, x_te = ds.stacks(train), ds.stacks(test)
-        n_actions = int(next(e for e in ds.shards if e["game"] == game).get("n_actions", 18))
+        for probe, var, y_tr, y_te, _, _ in targets:
+            f1, acc = majority_f1(y_tr, y_te)
+            probe_rows.append(_row(MAJORITY, game, probe, var, y_tr, f1, acc))
         for name, encoder in encoders.items():
             f_tr = encode(encoder, x_tr, device=s.device)
             f_te = encode(encoder, x_te, device=s.device)
-            if np.all(labels_tr >= 0) and np.all(labels_te >= 0):
+            for probe, var, y_tr, y_te, n_classes, options in targets:
                 f1, acc = train_linear_probe(
-                    f_tr, labels_tr, f_te, labels_te, n_actions, epochs=s.action_epochs, seed=s.seed
+                    f_tr, y_tr, f_te, y_te, n_classes, seed=s.seed, **options
                 )
-                probe_rows.append(
-                    dict(
-                        encoder=name,
-                        game=game,
-                        probe="action",
-                        variable="action",
-                        f1=f1,
-                        accuracy=acc,
-                    )
-                )
-            for var, address in RAM_VARIABLES.get(game, {}).items():
-                f1, acc = train_linear_probe(
-                    f_tr,
-                    ram_tr[:, address],
-                    f_te,
-                    ram_te[:, address],
-                    256,
-                    optimizer="adam",
-                    lr=5e-4,
-                    batch=64,
-                    epochs=s.ram_epochs,
-                    seed=s.seed,
-                )
-                probe_rows.append(
-                    dict(encoder=name, game=game, probe="ram", variable=var, f1=f1, accuracy=acc)
-                )
+                probe_rows.append(_row(name, game, probe, var, y_tr, f1, acc))
             for layer, acts in enumerate(encode(encoder, x_te, device=s.device, layers=True)):
                 near, hoyer = sparsity(acts)
                 sparsity_rows.append(
@@ -299,6 +355,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--action-epochs", type=int, default=ProbeSettings.action_epochs)
     p.add_argument("--ram-epochs", type=int, default=ProbeSettings.ram_epochs)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--min-entropy",
+        type=float,
+        default=MIN_ENTROPY,
+        help="drop RAM variables whose training labels have less entropy (nats; AtariARI: 0.6)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", required=True, help="folder for probes.csv, sparsity.csv and plots")
     args = p.parse_args(argv)
@@ -315,7 +377,14 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_random_cnn:
         encoders["random Nature CNN"] = build_encoder(EncoderSpec(kind="nature_cnn"), args.seed)
     settings = ProbeSettings(
-        args.n_train, args.n_test, 0.2, args.action_epochs, args.ram_epochs, args.seed, args.device
+        args.n_train,
+        args.n_test,
+        0.2,
+        args.action_epochs,
+        args.ram_epochs,
+        args.seed,
+        args.device,
+        args.min_entropy,
     )
     ds = FrameDataset(args.data_dir, tuple(args.games) if args.games else None)
     out = Path(args.out)

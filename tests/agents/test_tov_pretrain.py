@@ -59,6 +59,10 @@ def test_pretraining_runs_and_resumes_exactly(data_dir, tmp_path):
     for key in ("loss", "inv", "var", "cov", "tov", "tov_acc", "lr", "samples_per_s"):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert rows[0]["lr"] == pytest.approx(0.6 * 8 / 256 * 0.5)  # mid-warm-up, step 1 of 2
+    # the collapse gauge is in the progress bar, to 4 significant digits however small
+    bar = full.progress()
+    assert {"loss", "r_std", "epoch"} <= set(bar)
+    assert bar["r_std"] == pytest.approx(rows[1]["r_std"], rel=1e-3)
 
     half = TOVVICRegPretraining(config)
     half.iterate(SerialExecutor())

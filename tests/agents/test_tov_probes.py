@@ -5,9 +5,12 @@ import pytest
 
 from agents.frames import FrameDataset, write_manifest, write_shard
 from agents.probes import (
+    MAJORITY,
     RAM_VARIABLES,
     ProbeSettings,
+    label_entropy,
     main,
+    majority_f1,
     run_probes,
     sparsity,
     split,
@@ -59,7 +62,37 @@ def test_linear_probe_separates_separable_classes():
         train_linear_probe(x, y, x, y, 4, optimizer="lbfgs", epochs=1)
 
 
-def synthetic(root, labelled: bool):
+def test_label_entropy_and_majority_floor():
+    assert str(label_entropy(np.array([3, 3, 3]))) == "0.0"  # not -0.0 in messages
+    assert label_entropy(np.array([0, 1, 2, 3])) == pytest.approx(np.log(4))
+    # majority of the training labels is 1: test F1 of predicting 1 everywhere
+    f1, acc = majority_f1(np.array([1, 1, 0]), np.array([1, 0, 0, 2]))
+    assert acc == 0.25 and f1 == pytest.approx(weighted_f1(np.array([1, 0, 0, 2]), np.ones(4)))
+
+
+def test_low_entropy_targets_dropped_or_flagged(tmp_path):
+    # Pong's paddle x positions are constant in the RAM: AtariARI drops such variables (any
+    # probe scores ~1 on them); a one-action label policy is kept but warned about.
+    ds = synthetic(tmp_path, labelled=True, constant=("Pong", RAM_VARIABLES["Pong"]["player_x"]))
+    settings = ProbeSettings(n_train=30, n_test=20, action_epochs=1, ram_epochs=1)
+    encoders = {"tiny ViT": build_encoder(EncoderSpec(depth=1, embed_dim=24, num_heads=2), 0)}
+    with pytest.warns(UserWarning) as record:
+        probes, _ = run_probes(ds, encoders, settings)
+    messages = " ".join(str(w.message) for w in record)
+    assert "['player_x'] dropped" in messages and "nearly constant" in messages
+    pong = {r["variable"] for r in probes if r["game"] == "Pong"}
+    assert "player_x" not in pong and "enemy_x" in pong and "action" in pong
+    assert "player_x" in {r["variable"] for r in probes if r["game"] == "Breakout"}
+    action = [r for r in probes if r["game"] == "Pong" and r["probe"] == "action"]
+    assert {r["encoder"] for r in action} == {"tiny ViT", MAJORITY}
+    assert all(r["entropy"] == 0.0 for r in action)
+    floor = next(r for r in action if r["encoder"] == MAJORITY)
+    assert floor["f1"] == 1.0  # one action everywhere: the floor is already perfect
+
+
+def synthetic(root, labelled: bool, constant: tuple[str, int] | None = None):
+    """Two games x 3 shards of random frames; with ``constant`` = (game, address), that game's
+    RAM byte and action labels are constant."""
     rng = np.random.default_rng(1)
     entries = []
     for game in ("Pong", "Breakout"):
@@ -67,10 +100,14 @@ def synthetic(root, labelled: bool):
             n = 40
             frames = rng.integers(0, 256, (n, 84, 84), dtype=np.uint8)
             ram = rng.integers(0, 4, (n, 128), dtype=np.uint8)
+            labels = rng.integers(0, 3, n) if labelled else np.full(n, -1)
+            if constant is not None and constant[0] == game:
+                ram[:, constant[1]] = 7
+                labels[:] = 1
             arrays = {
                 "frames": frames,
                 "actions": np.zeros(n, np.int16),
-                "labels": (rng.integers(0, 3, n) if labelled else np.full(n, -1)).astype(np.int16),
+                "labels": labels.astype(np.int16),
                 "rewards": np.zeros(n, np.float32),
                 "episode": np.repeat(np.arange(2, dtype=np.int32), n // 2),
                 "ram": ram,
@@ -95,7 +132,9 @@ def test_run_probes_rows_and_plots(tmp_path, labelled):
     probes, sparse = run_probes(ds, encoders, settings)
     n_ram = len(RAM_VARIABLES["Pong"]) + len(RAM_VARIABLES["Breakout"])
     n_action = 2 if labelled else 0
-    assert len(probes) == 2 * (n_ram + n_action)
+    # two encoders and the majority-class floor, on every target
+    assert len(probes) == 3 * (n_ram + n_action)
+    assert sum(r["encoder"] == MAJORITY for r in probes) == n_ram + n_action
     assert all(0.0 <= r["f1"] <= 1.0 for r in probes)
     assert {r["layer"] for r in sparse if r["encoder"] == "tiny ViT"} == {1, 2}
     assert {r["layer"] for r in sparse if r["encoder"] == "random Nature CNN"} == {1, 2, 3, 4}
