@@ -252,14 +252,18 @@ def ridge_ftl_solution(
     idx: np.ndarray, val: np.ndarray, y: np.ndarray, dim: int, eps: float, ridge: str = "mean"
 ) -> np.ndarray:
     """argmin_W (1/t)|Phi W - Y|^2 + eps |W|^2 over all t samples (``ridge="sum"``: eps / t in
-    place of eps) (dense; for small d)."""
-    t = idx.shape[0]
+    place of eps). Phi is built sparse (t may be large), the d x d system dense (small d)."""
+    from scipy import sparse
+
+    t, k = idx.shape
     if _check_ridge(ridge) == "sum":
         eps = eps / t
-    phi = np.zeros((t, dim))
-    np.put_along_axis(phi, idx, val, axis=1)
+    phi = sparse.csr_matrix(
+        (np.ravel(val), np.ravel(idx), np.arange(0, t * k + 1, k)), shape=(t, dim)
+    )
     y = np.asarray(y, dtype=np.float64).reshape(t, -1)
-    return np.linalg.solve(phi.T @ phi / t + eps * np.eye(dim), phi.T @ y / t)
+    gram = (phi.T @ phi).toarray() / t + eps * np.eye(dim)
+    return np.linalg.solve(gram, phi.T @ y / t)
 
 
 # ----------------------------------------------------------------------------- sparse FTL

@@ -31,11 +31,11 @@ import time
 
 import gymnasium as gym
 import numpy as np
-import scipy.sparse as sp
 
 from agents.losse import LosseParams, LosseWorldModel
 from agents.nn_world_model import NNModelParams, NNWorldModel
 from agents.world_model import ObservationBounds, heldout_errors, model_targets
+from kernels.losse import ridge_ftl_solution
 
 LOW = np.array([-2.5, -4.0, -0.25, -4.0])  # dyna_cartpole.toml's obs_low / obs_high
 HIGH = np.array([2.5, 4.0, 0.25, 4.0])
@@ -76,41 +76,35 @@ def online(model, train: dict[str, np.ndarray], held: dict, checks: list[int]) -
 
 
 class ExactFTL:
-    """The exact minimiser of the mean-ridge objective over all data so far, per action, on a
-    Losse model's features (dense d x d solves: small d only)."""
+    """The exact minimiser of the mean-ridge objective over the first n transitions, per action,
+    on a Losse model's features (`kernels.losse.ridge_ftl_solution`; dense d x d solves)."""
 
     def __init__(self, losse: LosseWorldModel, eps: float) -> None:
         self.bounds, self.losse, self.eps = losse.bounds, losse, eps
+        self.weights: np.ndarray | None = None
 
-    def errors(self, train: dict[str, np.ndarray], n: int, held: dict) -> dict[str, float]:
+    def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.losse.encoder.encode(self.losse.params.input_scale * x)
+
+    def fit(self, train: dict[str, np.ndarray], n: int) -> ExactFTL:
         x, y = model_targets(
             self.bounds,
             *(train[f][:n] for f in ("obs", "reward", "next_obs", "terminated")),
             count=False,
         )
-        idx, val = self.losse._encode(x)
-        d = self.losse.encoder.dim
-        weights = []
-        for a in range(self.losse.n_actions):
-            rows = np.flatnonzero(train["action"][:n] == a)
-            k = idx.shape[1]
-            phi = sp.csr_matrix(
-                (val[rows].ravel(), idx[rows].ravel(), np.arange(0, k * len(rows) + 1, k)),
-                shape=(len(rows), d),
-            )
-            t = len(rows)
-            gram = (phi.T @ phi).toarray() / t + self.eps * np.eye(d)
-            weights.append(np.linalg.solve(gram, phi.T @ y[rows] / t))
+        idx, val = self._encode(x)
+        action = train["action"][:n]
+        self.weights = np.stack(
+            [
+                ridge_ftl_solution(idx[rows], val[rows], y[rows], self.losse.encoder.dim, self.eps)
+                for rows in (action == a for a in range(self.losse.n_actions))
+            ]
+        )
+        return self
 
-        class Fitted:
-            bounds = self.bounds
-
-            @staticmethod
-            def predict_normalized(xs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-                hidx, hval = self.losse._encode(xs)
-                return np.einsum("nk,nko->no", hval, np.stack(weights)[actions[:, None], hidx])
-
-        return heldout_errors(Fitted, held)
+    def predict_normalized(self, x: np.ndarray, action: np.ndarray) -> np.ndarray:
+        idx, val = self._encode(x)
+        return np.einsum("nk,nko->no", val, self.weights[action[:, None], idx])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         done_rows.append((name, [e["model_error_done"] for e in errs]))
         if name.startswith("Losse, ridge mean") and not args.no_exact:
             exact = ExactFTL(model, 1e-5)
-            state = [exact.errors(train, n, held)["model_error_state"] for n in checks]
+            state = [heldout_errors(exact.fit(train, n), held)["model_error_state"] for n in checks]
             label = "exact FTL, ridge mean"
             print(
                 f"{label:30s}"
