@@ -143,6 +143,7 @@ class Serene(NoveltySearch):
         self.skipped_exploitation = 0
         self.exploration_evaluations = 0
         self.exploitation_evaluations = 0
+        self.bootstrap_evaluations = 0  # the part of exploitation spent bootstrapping candidates
         self.emitters_started = 0
         self.emitters_stopped = 0
         self.candidates_created = 0
@@ -201,6 +202,7 @@ class Serene(NoveltySearch):
             "coverage_archive": self.archive_coverage(),
             "exploration_evaluations": self.exploration_evaluations,
             "exploitation_evaluations": self.exploitation_evaluations,
+            "bootstrap_evaluations": self.bootstrap_evaluations,
             "emitters": len(self.emitters),
             "candidates": len(self.candidates),
             "candidates_created": self.candidates_created,
@@ -317,20 +319,23 @@ class Serene(NoveltySearch):
 
     def _bootstrap(self, candidate: Emitter, executor) -> None:
         start = self.evaluations
+        area = f"area={int(candidate.ancestor['reward_area'])}"
         try:
             while candidate.rounds < candidate.bootstrap_rounds:
                 self._emitter_round(candidate, executor)
             improvement = candidate.estimate_improvement(self.config.emitter.local_improvement)
         except EmitterFailure as exc:
-            self._log(EXPLOIT, "discarded", candidate.id, start, self.evaluations, str(exc))
+            self.bootstrap_evaluations += self.evaluations - start
+            self._log(EXPLOIT, "discarded", candidate.id, start, self.evaluations, f"{exc} {area}")
             return
+        self.bootstrap_evaluations += self.evaluations - start
         if improvement > 0:
             self.emitters[candidate.id] = candidate
             self.emitters_started += 1
             event = "started"
         else:
             event = "discarded"
-        detail = f"improvement={improvement:.6g} sigma={candidate.sigma:.4g}"
+        detail = f"improvement={improvement:.6g} sigma={candidate.sigma:.4g} {area}"
         self._log(EXPLOIT, event, candidate.id, start, self.evaluations, detail)
 
     def _run_emitter(self, emitter: Emitter, transient: np.ndarray, executor) -> str | None:
@@ -362,7 +367,10 @@ class Serene(NoveltySearch):
                     break
         except EmitterFailure as exc:
             reason = str(exc)
-        detail = f"steps={emitter.steps - steps} improvement={emitter.improvement:.6g}"
+        detail = (
+            f"steps={emitter.steps - steps} improvement={emitter.improvement:.6g} "
+            f"area={int(emitter.ancestor['reward_area'])}"
+        )
         self._log(EXPLOIT, "ran", emitter.id, start, self.evaluations, detail)
         return reason
 
@@ -480,6 +488,7 @@ class Serene(NoveltySearch):
             "skipped_exploitation": self.skipped_exploitation,
             "exploration_evaluations": self.exploration_evaluations,
             "exploitation_evaluations": self.exploitation_evaluations,
+            "bootstrap_evaluations": self.bootstrap_evaluations,
             "emitters_started": self.emitters_started,
             "emitters_stopped": self.emitters_stopped,
             "candidates_created": self.candidates_created,

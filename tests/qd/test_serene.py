@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,14 @@ def test_alternation_and_reward_areas_on_the_toy_task():
     assert last["emitters_started"] > 0 and last["emitters_stopped"] > 0
     events = {e["event"] for e in trainer.timeline}
     assert {"chunk", "candidates", "started", "ran", "stopped"} <= events
+    # exploitation = candidate bootstraps + emitter runs, each logged with its reward area
+    cost = {"started": 0, "discarded": 0, "ran": 0}
+    for e in trainer.timeline:
+        if e["event"] in cost:
+            cost[e["event"]] += e["end"] - e["start"]
+            assert re.search(r"area=[01]$", e["detail"])
+    assert last["bootstrap_evaluations"] == cost["started"] + cost["discarded"] > 0
+    assert last["exploitation_evaluations"] == last["bootstrap_evaluations"] + cost["ran"]
     stops = [e for e in trainer.timeline if e["event"] == "stopped"]
     assert all(e["detail"] == "max_steps (25)" for e in stops)
     # the novelty archive got 5 per generation plus what stopped emitters' buffers gave
