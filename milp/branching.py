@@ -120,8 +120,9 @@ class _Episode:
         self.to_solver: queue.Queue = queue.Queue()
         self.stopping = False
         self.cands: dict[int, Any] = {}
+        self.rule = _AgentBranchrule(self)
         model.includeBranchrule(
-            _AgentBranchrule(self),
+            self.rule,
             "sparserl-agent",
             "branching decisions taken by the environment's caller",
             TOP_PRIORITY,
@@ -146,6 +147,9 @@ class _Episode:
             self.to_agent.put(("done", obs, np.empty(0, dtype=np.int64), reward, info))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             self.to_agent.put(("error", exc))
+        finally:
+            # The rule and the model hold each other (see `milp.instances.release`).
+            self.rule.model = self.rule.episode = None
 
     def decide(self, model: scip.Model) -> dict:
         if self.stopping:

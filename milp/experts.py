@@ -53,7 +53,7 @@ import numpy as np
 import pyscipopt as scip
 
 from envs.errors import ItemError
-from milp.instances import read_instance
+from milp.instances import read_instance, release
 from milp.observations import NodeBipartite, lp_candidates, strong_branching_scores
 from milp.scip_settings import TOP_PRIORITY, SolverSettings, use_rule
 
@@ -192,6 +192,7 @@ def collect_episode(item: tuple[str, int, np.random.SeedSequence, CollectConfig]
     start = time.thread_time()
     rng = np.random.default_rng(seq)
     model = read_instance(path)
+    rule = None
     try:
         SolverSettings(
             seed=int(rng.integers(2**31 - 1)),
@@ -208,7 +209,7 @@ def collect_episode(item: tuple[str, int, np.random.SeedSequence, CollectConfig]
         result = rule.result
         result.nodes = int(model.getNNodes())
     finally:
-        model.freeProb()
+        release(model, rule)
     result.cpu_seconds = time.thread_time() - start
     if result.lp_branchings == 0:  # solved (or stopped) without branching: all of it is root
         result.root_seconds = result.cpu_seconds
@@ -290,10 +291,10 @@ def collect(
     which ``max_seconds`` of wall time have passed; returns the manifest.
 
     A folder with a manifest is resumed (its instances, seed and config must match).
-    Episodes stream through ``executor.imap`` (a few in flight per worker), so workers go on
-    with the next shard's episodes while a shard's last one finishes; when the target is
-    reached, the episodes already started beyond it run to their end and are dropped (at most
-    the stream's window, 2 per worker). A shard holds the samples of ``episodes_per_shard``
+    Episodes stream through ``executor.imap`` (up to eight per worker queued ahead), so
+    workers go on with the next episodes while a long one finishes; when the target is
+    reached, the queued episodes are cancelled and those running or finished beyond it are
+    dropped. A shard holds the samples of ``episodes_per_shard``
     consecutive episodes (default 4 x the executor's parallelism), whatever the order they
     finish in, so the shards depend only on the seed. ``progress(manifest)`` is called after
     each shard. Failed episodes

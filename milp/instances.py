@@ -45,6 +45,7 @@ __all__ = [
     "list_instances",
     "make_generator",
     "read_instance",
+    "release",
     "write_instances",
 ]
 
@@ -536,6 +537,20 @@ def write_instances(
         model.writeProblem(str(p), verbose=False)
         model.freeProb()
     return paths
+
+
+def release(model: scip.Model, *plugins: Any) -> None:
+    """Free ``model``'s problem and cut the reference cycles its Python plugins make.
+
+    PySCIPOpt keeps every included plugin in the model and the model in every plugin, so a
+    model with a Python branching rule is only freed by the next full garbage collection; until
+    then SCIP keeps its memory (about 100 MB per easy set-cover solve: expert-collection workers
+    grew by 1.7 GB in half an hour). With the cycle cut the model goes as soon as it is dropped.
+    """
+    model.freeProb()
+    for plugin in plugins:
+        if plugin is not None:  # (not included yet when the solve failed early)
+            plugin.model = None
 
 
 def _suffix(path: Path) -> str:

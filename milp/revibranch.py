@@ -459,6 +459,7 @@ def _episode_model(item: EpisodeItem, rng: np.random.Generator) -> scip.Model:
 def run_episode(item: EpisodeItem) -> Episode:
     """Solve one instance with the epsilon-greedy policy, recording every decision."""
     from milp.branching import include_policy
+    from milp.instances import release
     from milp.scip_settings import SolverSettings
 
     rng = np.random.default_rng(item.seed)
@@ -467,6 +468,7 @@ def run_episode(item: EpisodeItem) -> Episode:
     record: list = []
     policy = ReviBranchPolicy(net, 1, item.epsilon, rng, record)
     model = _episode_model(item, rng)
+    rule = None
     try:
         SolverSettings(
             seed=int(rng.integers(2**31 - 1)),
@@ -475,7 +477,7 @@ def run_episode(item: EpisodeItem) -> Episode:
             presolve=item.presolve,
             heuristics=item.heuristics,
         ).apply(model)
-        include_policy(model, policy, policy.observation_function())
+        rule = include_policy(model, policy, policy.observation_function())
         t0 = time.perf_counter()
         model.optimize()
         elapsed = time.perf_counter() - t0
@@ -496,7 +498,7 @@ def run_episode(item: EpisodeItem) -> Episode:
         return Episode(steps, parents, model.getStatus(), int(model.getNTotalNodes()),
                        int(model.getNLPIterations()), elapsed)  # fmt: skip
     finally:
-        model.freeProb()
+        release(model, rule)
 
 
 # -- replay ----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from envs.errors import ItemError
-from milp.instances import read_instance
+from milp.instances import read_instance, release
 from milp.scip_settings import SolverSettings, scip_rule_name, use_rule
 
 __all__ = [
@@ -95,6 +95,7 @@ def solve_task(task: SolveTask) -> dict[str, Any]:
     passes; its model is loaded once per worker process."""
     rule = _resolve_rule(task.rule)
     model = read_instance(task.path)
+    plugins = []
     try:
         task.settings.apply(model)
         if is_checkpoint(rule):
@@ -103,7 +104,7 @@ def solve_task(task: SolveTask) -> dict[str, Any]:
 
             path = Path(rule).resolve()
             policy, observation = cached_policy(str(path), path.stat().st_mtime_ns)
-            include_policy(model, policy, observation)
+            plugins.append(include_policy(model, policy, observation))
         else:
             use_rule(model, rule)
         t0 = time.perf_counter()
@@ -126,7 +127,7 @@ def solve_task(task: SolveTask) -> dict[str, Any]:
             "error": "",
         }
     finally:
-        model.freeProb()
+        release(model, *plugins)
 
 
 def _error_row(task: SolveTask, err: ItemError) -> dict[str, Any]:

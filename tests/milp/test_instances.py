@@ -1,9 +1,12 @@
 """Generators (formulation invariants, seeding, sizes) and instance files (reading, errors)."""
 
+import gc
 import gzip
 import shutil
+import weakref
 
 import numpy as np
+import pyscipopt as scip
 import pytest
 
 from milp.instances import (
@@ -15,6 +18,7 @@ from milp.instances import (
     list_instances,
     make_generator,
     read_instance,
+    release,
     write_instances,
 )
 
@@ -158,3 +162,24 @@ def test_bad_files_get_one_line_errors(tmp_path):
         assert str(path) in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(InstanceError, match="no .* file"):
         list_instances(tmp_path / "nothing-*.lp")
+
+
+def test_release_frees_a_model_with_a_python_plugin_without_garbage_collection():
+    gc.disable()
+    try:
+        for cut in (False, True):
+            model = scip.Model()
+            model.hideOutput()
+            model.setObjective(model.addVar(vtype="I", ub=3))
+            rule = scip.Branchrule()
+            model.includeBranchrule(rule, "noop", "does nothing", 100_000, -1, 1.0)
+            model.optimize()
+            alive = weakref.ref(model)
+            if cut:
+                release(model, rule, None)
+            else:
+                model.freeProb()  # the model and its plugin still hold each other
+            del model
+            assert (alive() is None) == cut
+    finally:
+        gc.enable()
