@@ -14,6 +14,9 @@ Two probes on the same frozen features (the encoder's output for the 3-frame sta
   averaged per game. The address tables below are AtariARI's (`ram_annotations.py`), restricted
   to the single-byte variables of the paper's ten games that AtariARI covers.
 
+Features are standardised with the training frames' mean and std before either probe
+(`train_linear_probe`'s docstring says why).
+
 Held-out frames are whole shards: the last shards of each game (other episodes) are the test
 set, the earlier ones the training set, each subsampled to its size with the seed.
 
@@ -175,8 +178,20 @@ def train_linear_probe(
     batch: int = 512,
     epochs: int = 100,
     seed: int = 0,
+    standardize: bool = True,
 ) -> tuple[float, float]:
-    """A linear classifier on frozen features; returns (weighted F1, accuracy) on the test set."""
+    """A linear classifier on frozen features; returns (weighted F1, accuracy) on the test set.
+
+    ``standardize``: z-score every feature with the training set's mean and std first. This
+    leaves what a linear probe can express unchanged but not its optimisation: pretrained ViT
+    features vary little around large offsets, and on raw features every probe of the CPU
+    preset's encoders (and of a random Nature CNN) ended at the majority class on Pong and
+    Breakout RAM, while standardised ones reached F1 0.3-0.96 with the same schedule.
+    """
+    if standardize:
+        mean = x_train.mean(axis=0)
+        std = x_train.std(axis=0) + 1e-6
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     gen = torch.Generator().manual_seed(seed)
     xtr = torch.as_tensor(x_train, dtype=torch.float32)
     ytr = torch.as_tensor(y_train, dtype=torch.long)

@@ -62,6 +62,20 @@ def test_linear_probe_separates_separable_classes():
         train_linear_probe(x, y, x, y, 4, optimizer="lbfgs", epochs=1)
 
 
+def test_probe_standardises_features_that_vary_little_around_large_offsets():
+    # Like the CPU preset's ViT features: the classes are separable, but by 1e-3 around 5.
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 3, (4, 16))
+    y = rng.integers(0, 4, 600)
+    x = 5.0 + 1e-3 * (centres[y] + rng.normal(0, 0.3, (600, 16)))
+    opts = dict(optimizer="adam", lr=5e-4, batch=64, epochs=40)
+    _, acc = train_linear_probe(x[:500], y[:500], x[500:], y[500:], 4, **opts)
+    _, acc_raw = train_linear_probe(
+        x[:500], y[:500], x[500:], y[500:], 4, standardize=False, **opts
+    )
+    assert acc > 0.95 and acc_raw < 0.5
+
+
 def test_label_entropy_and_majority_floor():
     assert str(label_entropy(np.array([3, 3, 3]))) == "0.0"  # not -0.0 in messages
     assert label_entropy(np.array([0, 1, 2, 3])) == pytest.approx(np.log(4))
