@@ -190,7 +190,10 @@ def train_linear_probe(
     """
     if standardize:
         mean = x_train.mean(axis=0)
-        std = x_train.std(axis=0) + 1e-6
+        std = x_train.std(axis=0)
+        # A unit constant on the training frames stays unscaled: dividing by ~0 would blow up
+        # whatever it does on the test frames.
+        std = np.where(std > 1e-6, std, 1.0)
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     gen = torch.Generator().manual_seed(seed)
     xtr = torch.as_tensor(x_train, dtype=torch.float32)
