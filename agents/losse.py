@@ -62,7 +62,8 @@ class LosseWorldModel:
             for _ in range(n_actions)
         ]
 
-    def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sparse (index, value) features of normalised inputs ``x`` (n, d_in)."""
         return self.encoder.encode(self.params.input_scale * x)
 
     def _check_actions(self, action: np.ndarray, n: int) -> np.ndarray:
@@ -84,7 +85,7 @@ class LosseWorldModel:
         """Learn one transition (or a batch, one after another)."""
         x, y = model_targets(self.bounds, obs, reward, next_obs, terminated)
         action = self._check_actions(action, x.shape[0])
-        idx, val = self._encode(x)
+        idx, val = self.features(x)
         for a in np.unique(action):
             rows = np.flatnonzero(action == a)
             self.regressors[a].update(idx[rows], val[rows], y[rows])
@@ -92,7 +93,7 @@ class LosseWorldModel:
     def predict_normalized(self, x: np.ndarray, action: np.ndarray) -> np.ndarray:
         """Targets [delta, reward, terminated] predicted for normalised states x (n, dim)."""
         action = self._check_actions(action, x.shape[0])
-        idx, val = self._encode(x)
+        idx, val = self.features(x)
         out = np.empty((x.shape[0], self.bounds.dim + 2))
         for a in np.unique(action):
             rows = np.flatnonzero(action == a)

@@ -95,7 +95,7 @@ def solve_task(task: SolveTask) -> dict[str, Any]:
     passes; its model is loaded once per worker process."""
     rule = _resolve_rule(task.rule)
     model = read_instance(task.path)
-    plugins = []
+    policy_rule = None
     try:
         task.settings.apply(model)
         if is_checkpoint(rule):
@@ -104,7 +104,7 @@ def solve_task(task: SolveTask) -> dict[str, Any]:
 
             path = Path(rule).resolve()
             policy, observation = cached_policy(str(path), path.stat().st_mtime_ns)
-            plugins.append(include_policy(model, policy, observation))
+            policy_rule = include_policy(model, policy, observation)
         else:
             use_rule(model, rule)
         t0 = time.perf_counter()
@@ -127,7 +127,7 @@ def solve_task(task: SolveTask) -> dict[str, Any]:
             "error": "",
         }
     finally:
-        release(model, *plugins)
+        release(model, policy_rule)
 
 
 def _error_row(task: SolveTask, err: ItemError) -> dict[str, Any]:

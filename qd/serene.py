@@ -325,10 +325,10 @@ class Serene(NoveltySearch):
                 self._emitter_round(candidate, executor)
             improvement = candidate.estimate_improvement(self.config.emitter.local_improvement)
         except EmitterFailure as exc:
-            self.bootstrap_evaluations += self.evaluations - start
             self._log(EXPLOIT, "discarded", candidate.id, start, self.evaluations, f"{exc} {area}")
             return
-        self.bootstrap_evaluations += self.evaluations - start
+        finally:
+            self.bootstrap_evaluations += self.evaluations - start
         if improvement > 0:
             self.emitters[candidate.id] = candidate
             self.emitters_started += 1

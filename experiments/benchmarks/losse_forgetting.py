@@ -83,16 +83,13 @@ class ExactFTL:
         self.bounds, self.losse, self.eps = losse.bounds, losse, eps
         self.weights: np.ndarray | None = None
 
-    def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.losse.encoder.encode(self.losse.params.input_scale * x)
-
     def fit(self, train: dict[str, np.ndarray], n: int) -> ExactFTL:
         x, y = model_targets(
             self.bounds,
             *(train[f][:n] for f in ("obs", "reward", "next_obs", "terminated")),
             count=False,
         )
-        idx, val = self._encode(x)
+        idx, val = self.losse.features(x)
         action = train["action"][:n]
         self.weights = np.stack(
             [
@@ -103,7 +100,7 @@ class ExactFTL:
         return self
 
     def predict_normalized(self, x: np.ndarray, action: np.ndarray) -> np.ndarray:
-        idx, val = self._encode(x)
+        idx, val = self.losse.features(x)
         return np.einsum("nk,nko->no", val, self.weights[action[:, None], idx])
 
 
