@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= dev,sig,envs
 DEMO_BUDGET ?= 60000
+DEMO_MILP_INSTANCES ?= 4
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
 
@@ -25,7 +26,12 @@ demo: $(STAMP)
 	@out=runs/demo-$$(date +%Y%m%d-%H%M%S); \
 	$(BIN)/sparserl run experiments/configs/ns_hardmaze.toml --set budget=$(DEMO_BUDGET) \
 		--out $$out --executor ray && \
-	echo "plots of the demo are in $$out/plots/"
+	echo "plots of the demo are in $$out/plots/" && \
+	$(BIN)/sparserl milp generate --problem setcover --size easy --n $(DEMO_MILP_INSTANCES) \
+		--seed 2026 --out $$out/setcover-easy && \
+	$(BIN)/sparserl milp solve --brancher experiments/checkpoints/gcnn_setcover.pt relpscost \
+		--instances $$out/setcover-easy --seeds 0 --time-limit 120 --out $$out/solve \
+		--executor ray
 
 test: $(STAMP)
 	$(BIN)/ruff check .

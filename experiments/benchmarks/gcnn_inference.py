@@ -9,6 +9,8 @@ node) branches at every node; for the first ``--nodes`` LP branching calls it ti
 same node: the observation (`NodeBipartite`), the batch construction and the forward pass
 (one torch thread, as in `sparserl milp solve`). Baselines measured in the same run:
 
+- the same forward pass with the edge stage as torch ops (`HalfConvolution.fused = False`,
+  what runs with gradients) instead of the fused Numba pass; the two must agree;
 - the forward pass with learn2branch's per-edge message Dense (our GCNN applies it per node
   after the sum, which is exact);
 - SCIP's own time per node with ``relpscost`` on the same instance and seed (solved to the
@@ -32,7 +34,7 @@ import time
 import numpy as np
 import torch
 
-from milp.gcnn import GCNN, GraphBatch, fit_prenorms
+from milp.gcnn import GCNN, GraphBatch, HalfConvolution, fit_prenorms
 from milp.instances import SetCoverGenerator
 from milp.observations import NodeBipartite
 from milp.scip_settings import SolverSettings, use_rule
@@ -62,8 +64,8 @@ class _TimedPolicy:
     def __init__(self, model: GCNN, limit: int) -> None:
         self.model, self.limit = model.eval(), limit
         self.obs_fn = NodeBipartite()
-        self.times: dict[str, list[float]] = {"observation": [], "batch": [], "forward": [],
-                                              "forward_per_edge": []}  # fmt: skip
+        names = ("observation", "batch", "forward", "forward_torch", "forward_per_edge")
+        self.times: dict[str, list[float]] = {k: [] for k in names}
         self.fitted = False
         self.shape: tuple = ()
 
@@ -88,12 +90,20 @@ class _TimedPolicy:
         scores = self.model.candidate_scores(batch)[0]
         t3 = time.perf_counter()
         if len(self.times["forward"]) < self.limit:
-            _per_edge_forward(self.model, batch)
+            HalfConvolution.fused = False
+            try:
+                torch_scores = self.model.candidate_scores(batch)[0]
+            finally:
+                HalfConvolution.fused = True
             t4 = time.perf_counter()
+            _per_edge_forward(self.model, batch)
+            t5 = time.perf_counter()
+            torch.testing.assert_close(scores, torch_scores, rtol=1e-4, atol=1e-4)
             self.times["observation"].append(self._obs_time)
             self.times["batch"].append(t1 - t0)
             self.times["forward"].append(t3 - t2)
-            self.times["forward_per_edge"].append(t4 - t3)
+            self.times["forward_torch"].append(t4 - t3)
+            self.times["forward_per_edge"].append(t5 - t4)
             self.shape = (tuple(obs.variable_features.shape), tuple(obs.row_features.shape),
                           int(obs.edge_values.size))  # fmt: skip
         return int(action_set[int(torch.argmax(scores))])
@@ -145,7 +155,11 @@ def learned_rule(args: argparse.Namespace) -> None:
     )
     print(f"observation (NodeBipartite)     {med['observation']:8.2f} ms")
     print(f"batch construction              {med['batch']:8.2f} ms")
-    print(f"forward pass (per-node Dense)   {med['forward']:8.2f} ms")
+    print(f"forward pass (fused edge stage) {med['forward']:8.2f} ms")
+    print(
+        f"forward pass (torch edge stage) {med['forward_torch']:8.2f} ms   "
+        f"ratio fused/torch = {med['forward'] / med['forward_torch']:.2f}"
+    )
     print(
         f"forward pass (per-edge Dense)   {med['forward_per_edge']:8.2f} ms   "
         f"ratio ours/per-edge = {med['forward'] / med['forward_per_edge']:.2f}"

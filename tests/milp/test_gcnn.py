@@ -116,6 +116,16 @@ def test_per_node_dense_matches_the_per_edge_formulation(model, graphs):
             torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
 
 
+def test_fused_inference_equals_the_autograd_path(model, graphs):
+    batch = GraphBatch.from_graphs(*graphs)
+    with torch.no_grad():  # fused Numba edge stage
+        fused = model.candidate_scores(batch)
+    with torch.enable_grad():  # torch ops, differentiable
+        plain = model.candidate_scores(batch)
+    assert plain.requires_grad and not fused.requires_grad
+    torch.testing.assert_close(fused, plain.detach(), rtol=1e-5, atol=1e-5)
+
+
 def test_prenorm_fitting_standardises_inputs_whatever_the_batching(graphs):
     whole = GraphBatch.from_graphs(*graphs)
     torch.manual_seed(5)
