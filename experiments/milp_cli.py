@@ -56,7 +56,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     n = len(paths) * len(args.brancher) * len(args.seeds)
     with _make_executor(args) as executor:
         print(f"solving {n} runs ({len(paths)} instances) on {executor.describe()}")
-        rows = solve_benchmark(paths, args.brancher, args.seeds, settings, executor)
+        rows = solve_benchmark(paths, args.brancher, args.seeds, settings, executor, progress=True)
     files = write_results(rows, out)
     print(format_summary(summarise(rows)))
     for r in rows:

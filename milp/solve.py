@@ -24,11 +24,13 @@ import csv
 import math
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from envs.errors import ItemError
 from milp.instances import read_instance, release
@@ -153,10 +155,13 @@ def solve_benchmark(
     seeds: Sequence[int],
     settings: SolverSettings,
     executor: Any,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Solve every (instance, rule, seed) through ``executor``; one row each, in that order.
 
-    Unknown rule names are rejected before anything runs.
+    Runs stream through the workers one at a time (`executor.imap`), so a long solve never
+    holds back a batch of short ones; ``progress`` shows a bar. Unknown rule names are
+    rejected before anything runs.
     """
     for rule in rules:
         _resolve_rule(rule)
@@ -166,11 +171,14 @@ def solve_benchmark(
         for rule in rules
         for s in seeds
     ]
-    results = executor.map(solve_task, tasks, errors="return")
-    return [
-        _error_row(t, r) if isinstance(r, ItemError) else r
-        for t, r in zip(tasks, results, strict=True)
-    ]
+    rows = []
+    stream = executor.imap(solve_task, tasks, errors="return")
+    with closing(stream), tqdm(total=len(tasks), desc="solve", unit="run",
+                               disable=not progress) as bar:  # fmt: skip
+        for task, result in zip(tasks, stream, strict=True):
+            rows.append(_error_row(task, result) if isinstance(result, ItemError) else result)
+            bar.update()
+    return rows
 
 
 def shifted_geometric_mean(values: Sequence[float], shift: float) -> float:
