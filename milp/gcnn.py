@@ -242,16 +242,12 @@ class HalfConvolution(nn.Module):
             tgt_x, src_x, tgt_i, src_i = variables, constraints, edge_index[1], edge_index[0]
         # Node-level products first, then gathers: the same sum as per-edge products.
         tgt_proj, src_proj = self.target(tgt_x), self.source(src_x)
-        fused = self.fused and not torch.is_grad_enabled() and not self.edge_norm.fitting
-        if not fused or tgt_proj.dtype != torch.float32:
-            joint = torch.index_select(tgt_proj, 0, tgt_i)
-            joint = joint + torch.index_select(src_proj, 0, src_i)
-            joint = torch.addcmul(joint, edge_attr, self.edge.weight.T)
-            if self.edge_norm.fitting:
-                self.edge_norm.observe(joint)
-            summed = torch.zeros(len(tgt_x), joint.shape[1], dtype=joint.dtype)
-            summed.index_add_(0, tgt_i, torch.relu(joint))
-        else:  # inference: the same sum, fused, without (edges x width) temporaries
+        if (
+            self.fused
+            and not torch.is_grad_enabled()
+            and not self.edge_norm.fitting
+            and tgt_proj.dtype == torch.float32
+        ):  # inference: the same sum, fused, without (edges x width) temporaries
             summed = torch.from_numpy(
                 relu_edge_sum(
                     tgt_proj.numpy(),
@@ -262,6 +258,14 @@ class HalfConvolution(nn.Module):
                     self.edge.weight.reshape(-1).numpy(),
                 )
             )
+        else:
+            joint = torch.index_select(tgt_proj, 0, tgt_i)
+            joint = joint + torch.index_select(src_proj, 0, src_i)
+            joint = torch.addcmul(joint, edge_attr, self.edge.weight.T)
+            if self.edge_norm.fitting:
+                self.edge_norm.observe(joint)
+            summed = torch.zeros(len(tgt_x), joint.shape[1], dtype=joint.dtype)
+            summed.index_add_(0, tgt_i, torch.relu(joint))
         # The fitted scale s is a positive scalar, so relu(s * x) summed = s * (relu(x) summed):
         # it is applied once per node instead of once per edge.
         summed = summed * self.edge_norm.scale
