@@ -3,6 +3,7 @@ revival decoder's padding, episodes on SCIP, training with its ablations, exact 
 the brancher file."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from milp.revibranch import (
     ReviBranch,
     ReviBranchConfig,
     ReviBranchNetwork,
+    _SharedArrays,
     nstep_targets,
     redistribute,
     retro_paths,
@@ -179,6 +181,29 @@ def test_node_limit_ends_the_episode_with_the_reward_so_far():
     assert ep.status == "nodelimit" and not ep.closed and 1 <= len(ep.steps) <= 3
     for p in trainer.paths_of(ep):
         assert math.isclose(p.rewards.sum(), -len(p.steps))  # no sub-tree closed: -1 each
+
+
+def test_episode_states_share_equal_lp_arrays():
+    """Decisions whose LP rows did not change share one array object (smaller replay and
+    checkpoints), and a pickle round trip (executor, checkpoint) keeps them shared."""
+    trainer = ReviBranch(small_config())
+    eps = [run_episode(item) for item in trainer._items(2)]
+    steps = [s for ep in eps for s in ep.steps]
+    assert len(steps) >= 4
+
+    def sharing(steps):
+        return [b.edge_indices is a.edge_indices for a, b in zip(steps, steps[1:], strict=False)]
+
+    assert sum(sum(sharing(ep.steps)) for ep in eps) > 0
+    share = _SharedArrays()
+    a = np.arange(6, dtype=np.int32).reshape(2, 3)
+    assert share(a) is a and share(a.copy()) is a  # equal: the first object comes back
+    b = a.copy()
+    b[0, 0] = 9
+    assert share(b) is b and share(a.copy()) is a and share(a.reshape(3, 2)) is not a
+    # A round trip through pickle (the executor, checkpoints) keeps the sharing.
+    again = pickle.loads(pickle.dumps(eps[0]))
+    assert sharing(again.steps) == sharing(eps[0].steps)
 
 
 @pytest.mark.parametrize(
