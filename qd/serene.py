@@ -11,15 +11,16 @@ runs one chunk and writes one metrics row.
   rest of population + offspring / 3. Novelty is measured against population + offspring +
   archive + reward archive.
 - **Exploitation chunk** (skipped at no cost while there is neither emitter nor candidate):
-  candidates, most novel against the reward archive first, are bootstrapped for 6 rounds
-  (FIT: 6 + 5 x 12 = 66 evaluations; CMA-ES: 6 x 6 = 36) while more than a third of the chunk
-  is left, and promoted when their improvement is > 0. Then, until the chunk or the budget is
-  spent, an active emitter is drawn uniformly from the first Pareto front of (novelty of its
-  ancestor against the reward archive, improvement) and runs until the chunk ends or it stops
-  (stagnation, CMA-ES's own criterion, or a CMA-ES failure, with the reason logged). A stopped
-  emitter's ancestor re-enters the reward archive and 5 of its novelty buffer (random, or the
-  most novel with ``ns.archive_selection = "best"``) join the novelty archive after the chunk.
-  The reference set emitter novelty is measured against is taken once, after the bootstrap.
+  candidates, most novel against the reward archive first, are bootstrapped for 6 rounds (FIT: 6
+  + 5 x 12 = 66 evaluations; CMA-ES: 6 x 6 = 36) while more than a third of the chunk is left
+  (``emitter.bootstrap_stop``, an option), and promoted when their improvement is > 0. Then,
+  until the chunk or the budget is spent, an active emitter is drawn uniformly from the first
+  Pareto front of (novelty of its ancestor against the reward archive, improvement) and runs
+  until the chunk ends or it stops (stagnation, CMA-ES's own criterion, or a CMA-ES failure,
+  with the reason logged). A stopped emitter's ancestor re-enters the reward archive and 5 of
+  its novelty buffer (random, or the most novel with ``ns.archive_selection = "best"``) join the
+  novelty archive after the chunk. The reference set emitter novelty is measured against is
+  taken once, after the bootstrap.
 
 Budget accounting: ``step`` counts every rollout performed (exploration and exploitation).
 Inner loops stop as soon as the budget is reached, so the run ends at the first chunk boundary
@@ -78,6 +79,9 @@ class EmitterConfig:
     max_steps: int = field(default=0, metadata={"ge": 0})
     # False (SERENE): improvement against the emitter's first 3 rounds; True: the previous chunk.
     local_improvement: bool = False
+    # Candidates are bootstrapped while more than this share of the exploitation chunk is left
+    # (SERENE: 1/3, so bootstraps may take 2/3 of it); larger values leave emitters more.
+    bootstrap_stop: float = field(default=1 / 3, metadata={"ge": 0.0, "lt": 1.0})
 
 
 @dataclass(frozen=True)
@@ -297,7 +301,9 @@ class Serene(NoveltySearch):
         chunk = cfg.scheduler.chunk_size
         self._chunk_left = chunk
         for cid in self._by_reward_novelty(list(self.candidates)):
-            if self._chunk_left <= chunk / 3 or self.evaluations >= cfg.budget:
+            if self._chunk_left <= chunk * cfg.emitter.bootstrap_stop or (
+                self.evaluations >= cfg.budget
+            ):
                 break
             self._bootstrap(self.candidates.pop(cid), executor)
         # The reference set is taken once per chunk, after the bootstrap (quirk 10).

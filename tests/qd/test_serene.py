@@ -144,6 +144,22 @@ def test_alternation_and_reward_areas_on_the_toy_task():
     assert 0 < last["coverage_archive"] <= last["coverage"] <= 1
 
 
+def test_bootstrap_stop_caps_the_bootstraps_of_each_chunk():
+    chunk = 200
+    for stop in (1 / 3, 0.75):
+        trainer = Serene(toy_config(budget=4000, emitter={"bootstrap_stop": stop}))
+        run(trainer)
+        spent: dict[int, int] = {}
+        for e in trainer.timeline:
+            if e["event"] in ("started", "discarded"):
+                # each bootstrap starts with more than stop x chunk left in its chunk
+                assert spent.get(e["chunk"], 0) < chunk * (1 - stop)
+                spent[e["chunk"]] = spent.get(e["chunk"], 0) + e["end"] - e["start"]
+        assert spent, "no bootstrap ran"
+        if stop == 0.75:
+            assert max(spent.values()) <= chunk * 0.25 + 66
+
+
 def test_stopped_emitter_feeds_its_novelty_buffer_to_the_archive():
     trainer = Serene(toy_config(budget=1000, emitter={"max_steps": 0}))
     run(trainer)
