@@ -145,9 +145,9 @@ def test_alternation_and_reward_areas_on_the_toy_task():
 
 
 def test_bootstrap_stop_caps_the_bootstraps_of_each_chunk():
-    chunk = 200
     for stop in (1 / 3, 0.75):
         trainer = Serene(toy_config(budget=4000, emitter={"bootstrap_stop": stop}))
+        chunk = trainer.config.scheduler.chunk_size
         run(trainer)
         spent: dict[int, int] = {}
         for e in trainer.timeline:
