@@ -9,18 +9,22 @@ One generation (``iterate``), as the original ``RndQD.train`` (§3.1, §3.3):
    latent is the behaviour descriptor, the reconstruction error the surprise.
 3. The generation's criterion: ``taxons`` uses novelty for the first ``warmup_generations``
    (30) generations, then a fair coin per generation picks novelty or surprise; ``taxo-n`` and
-   ``nt`` always novelty; ``taxo-s`` always surprise. Novelty = mean latent distance to the
-   k = 15 nearest of (population minus self) and archive.
+   ``nt`` always novelty; ``taxo-s`` always surprise; ``ns``, TAXONS's own novelty-search
+   baseline (`baselines/` of the original), always novelty in the hand-designed ground-truth
+   space instead of a latent one (final (x, y) scaled by the ground-truth bounds to [0, 1]),
+   so TAXONS and NS compare in one loop with one controller and equal archive growth.
+   Novelty = mean latent distance to the k = 15 nearest of (population minus self) and
+   archive.
 4. The 5 best by the criterion enter the archive (unless an identical individual, one that
    was not mutated since it entered, is already there) and copies of them replace the 5 worst;
    then every individual, the 5 best and their copies included (quirk 13), is mutated with
    probability 0.9 (a mutated individual gets a new identity).
 5. At the end of generations 30, 60, ... (``train_interval``; never for ``nt``, whose encoder
-   stays random) the autoencoder trains 5 epochs in minibatches of 128 over the frames
-   collected since the last training plus the archive's frames; then the archive's latents are
-   recomputed with the new encoder. A training that fails (non-finite loss) or collapses the
-   archive's latents to one point is undone (weights restored) and logged; the archive is
-   never touched before the new latents are known to be good.
+   stays random, nor ``ns``, which has none) the autoencoder trains 5 epochs in minibatches of
+   128 over the frames collected since the last training plus the archive's frames; then the
+   archive's latents are recomputed with the new encoder. A training that fails (non-finite
+   loss) or collapses the archive's latents to one point is undone (weights restored) and
+   logged; the archive is never touched before the new latents are known to be good.
 
 Controllers: the MLP of `kernels.mlp` (``controller`` table; TAXONS's HardMaze settings are one
 hidden layer of 5, per-neuron biases and outputs x5). Differences from the original, deliberate:
@@ -90,13 +94,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("taxons", "taxo-n", "taxo-s", "nt")
+VARIANTS = ("taxons", "taxo-n", "taxo-s", "nt", "ns")
 NOVELTY, SURPRISE = 0, 1
 
 
 @dataclass(frozen=True)
 class TaxonsParams:
-    variant: Literal["taxons", "taxo-n", "taxo-s", "nt"] = "taxons"
+    variant: Literal["taxons", "taxo-n", "taxo-s", "nt", "ns"] = "taxons"
     pop_size: int = field(default=100, metadata={"ge": 2})
     k: int = field(default=15, metadata={"ge": 1})
     n_best: int = field(default=5, metadata={"ge": 1})
@@ -339,9 +343,14 @@ class Taxons:
         t = self.config.taxons
         if t.variant == "taxo-s":
             return SURPRISE
-        if t.variant in ("taxo-n", "nt") or self.generation < t.warmup_generations:
+        if t.variant in ("taxo-n", "nt", "ns") or self.generation < t.warmup_generations:
             return NOVELTY
         return NOVELTY if self.rng.random() < 0.5 else SURPRISE
+
+    def ground_truth_descriptors(self, gt: np.ndarray) -> np.ndarray:
+        """The ``ns`` variant's descriptors: ground truth scaled by its bounds to [0, 1]."""
+        low, high = np.asarray(self.gt_low), np.asarray(self.gt_high)
+        return (gt - low) / (high - low)
 
     def novelty(self, latents: np.ndarray) -> np.ndarray:
         """Mean distance to the k nearest of (population minus self) and archive: the query
@@ -367,7 +376,9 @@ class Taxons:
         t1 = time.perf_counter()
         # The criterion draws from self.rng before encoding, which does not touch it.
         criterion = self._criterion()
-        if criterion == SURPRISE:
+        if t.variant == "ns":
+            latents, surprise = self.ground_truth_descriptors(out["gt"]), None
+        elif criterion == SURPRISE:
             latents, surprise = self.autoencoder.encode(out["frames"])
         else:
             latents, surprise = self.autoencoder.descriptors(out["frames"]), None
@@ -416,7 +427,7 @@ class Taxons:
         self.timing["rollouts"] += t1 - t0
         self.timing["features"] += t2 - t1
         self.timing["select"] += t3 - t2
-        if t.variant != "nt":
+        if t.variant not in ("nt", "ns"):
             self.new_frames.append(out["frames"])
             if self.generation > 0 and self.generation % t.train_interval == 0:
                 self._train()

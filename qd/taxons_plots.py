@@ -103,10 +103,16 @@ def plot_taxons(trainer: Any, run_dir: Path) -> list[Path]:
     plots = Path(run_dir) / "plots"
     plots.mkdir(exist_ok=True)
     metrics = read_metrics(run_dir)
-    title = f"{trainer.config.taxons.variant}, seed {trainer.config.seed}"
+    variant = trainer.config.taxons.variant
+    title = f"{variant}, seed {trainer.config.seed}"
+    out = [
+        plot_coverage_curve(metrics, plots / "coverage.png", title),
+        plot_coverage_heatmap(trainer, plots / "coverage_heatmap.png"),
+    ]
+    if variant == "ns":  # no learned space: the descriptors are the ground truth
+        return out
     return [
         plot_latent_space(trainer, plots / "latent_vs_ground_truth.png"),
         plot_reconstructions(trainer, plots / "reconstructions.png"),
-        plot_coverage_curve(metrics, plots / "coverage.png", title),
-        plot_coverage_heatmap(trainer, plots / "coverage_heatmap.png"),
+        *out,
     ]

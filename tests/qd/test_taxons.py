@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -106,6 +107,30 @@ def test_variants():
     t = Taxons(small_config("taxons", budget=600, train_interval=50, warmup_generations=3))
     crit = [r["criterion"] for r in run(t, ex)]
     assert crit[:3] == [0.0] * 3 and set(crit[3:]) == {0.0, 1.0}
+
+
+def test_ns_variant_is_novelty_in_the_scaled_ground_truth():
+    # Curling: ground truth in [-1.35, 1.35]^2, so the scaling to [0, 1] is not the identity.
+    def curling(budget):
+        cfg = small_config("ns", budget=budget)
+        return dataclasses.replace(cfg, env=EnvConfig(id="sparserl/Curling-v0", max_steps=100))
+
+    tr = Taxons(curling(100))
+    w0 = {k: v.clone() for k, v in tr.autoencoder.model.state_dict().items()}
+    rows = run(tr, SerialExecutor())
+    assert tr.trainings == 0 and {r["criterion"] for r in rows} == {0.0}
+    assert all(torch.equal(v, w0[k]) for k, v in tr.autoencoder.model.state_dict().items())
+    np.testing.assert_allclose(tr.archive["latent"], (tr.archive["gt"] + 1.35) / 2.7)
+    # The first generation by hand: with no archive yet, the 2 best are the 2 individuals of the
+    # first population whose 5 nearest others (scaled ground truth) are farthest on average.
+    first = Taxons(curling(20))
+    first.iterate(SerialExecutor())
+    ref = Taxons(curling(20))
+    genomes = np.clip(ref.rng.normal(0.0, 1.0, (20, ref.genome_size)), -5.0, 5.0)
+    x = (ref.rollouts(genomes, SerialExecutor())["gt"] + 1.35) / 2.7
+    dist = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    novelty = np.sort(dist, axis=1)[:, 1:6].mean(axis=1)
+    np.testing.assert_array_equal(first.archive["genome"], genomes[np.argsort(-novelty)[:2]])
 
 
 def test_collapsed_latents_are_an_error_at_selection():
