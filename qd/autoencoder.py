@@ -3,10 +3,13 @@
 Two architectures (qd.md §3.2 and §4.2), for square RGB frames of side S = 64 (or 32, an
 option: every spatial size halves, the flattened sizes shrink by 4):
 
-- ``"taxons"``: encoder Conv 3->32->128->128->64 (kernel 4, stride 2, padding 1, no bias), each
-  followed by BatchNorm and SELU (64->32->16->8->4), flatten, Linear ->1024 ->256 ->latent with
+- ``"taxons"``: encoder Conv 3->32->128->128->64 (kernel 4, stride 2, padding 1), each
+  followed by SELU then BatchNorm (64->32->16->8->4), flatten, Linear ->1024 ->256 ->latent with
   SELU after each (the latent too). Decoder Linear latent->256->512 (SELU), reshape 32x4x4,
-  ConvTranspose 32->64->32->32->3 with BatchNorm + SELU between, ReLU output.
+  BatchNorm, ConvTranspose 32->64->32->32->3 each followed by SELU then BatchNorm, the last by
+  ReLU. No layer has a bias. This is the original ``ConvAE``'s order (`core/metrics/ae.py` of
+  GPaolo/taxons); qd.md §3.2 lists the layers without it, and an earlier version here put
+  BatchNorm before SELU and gave the linear layers biases.
 - ``"stax"``: encoder Conv 3->32->64->32->16 (bias, SELU), flatten, Linear ->latent, SELU; the
   decoder mirrors it (Linear latent->16x4x4, ConvTranspose 16->32->64->32->3, SELU between,
   ReLU output). No BatchNorm.
@@ -88,15 +91,17 @@ class ConvAE(nn.Module):
         if kind == "taxons":
             enc: list[nn.Module] = []
             for a, b in ((3, 32), (32, 128), (128, 128), (128, 64)):
-                enc += [_conv(a, b, False), nn.BatchNorm2d(b), nn.SELU()]
-            enc += [nn.Flatten(), nn.Linear(64 * s * s, 1024), nn.SELU()]
-            enc += [nn.Linear(1024, 256), nn.SELU(), nn.Linear(256, latent), nn.SELU()]
+                enc += [_conv(a, b, False), nn.SELU(), nn.BatchNorm2d(b)]
+            enc += [nn.Flatten(), nn.Linear(64 * s * s, 1024, bias=False), nn.SELU()]
+            enc += [nn.Linear(1024, 256, bias=False), nn.SELU()]
+            enc += [nn.Linear(256, latent, bias=False), nn.SELU()]
             self.decoder_channels = 32
-            dec_lin = [nn.Linear(latent, 256), nn.SELU(), nn.Linear(256, 32 * s * s), nn.SELU()]
-            dec: list[nn.Module] = []
+            dec_lin = [nn.Linear(latent, 256, bias=False), nn.SELU()]
+            dec_lin += [nn.Linear(256, 32 * s * s, bias=False), nn.SELU()]
+            dec: list[nn.Module] = [nn.BatchNorm2d(32)]
             for a, b in ((32, 64), (64, 32), (32, 32)):
-                dec += [_deconv(a, b, False), nn.BatchNorm2d(b), nn.SELU()]
-            dec += [_deconv(32, 3, True), nn.ReLU()]
+                dec += [_deconv(a, b, False), nn.SELU(), nn.BatchNorm2d(b)]
+            dec += [_deconv(32, 3, False), nn.ReLU()]
         else:
             enc = []
             for a, b in ((3, 32), (32, 64), (64, 32), (32, 16)):
