@@ -13,8 +13,8 @@ One generation (``iterate``), as the original ``RndQD.train`` (§3.1, §3.3):
    baseline (`baselines/` of the original), always novelty in the hand-designed ground-truth
    space instead of a latent one (final (x, y) scaled by the ground-truth bounds to [0, 1]),
    so TAXONS and NS compare in one loop with one controller and equal archive growth.
-   Novelty = mean latent distance to the k = 15 nearest of (population minus self) and
-   archive.
+   Novelty = mean descriptor distance (latent, or scaled ground truth for ``ns``) to the
+   k = 15 nearest of (population minus self) and archive.
 4. The 5 best by the criterion enter the archive (unless an identical individual, one that
    was not mutated since it entered, is already there) and copies of them replace the 5 worst;
    then every individual, the 5 best and their copies included (quirk 13), is mutated with
