@@ -81,3 +81,21 @@ class RewardAreaTracker:
             out[f"best_reward_{a}"] = float(self.best[a])
             out[f"first_hit_{a}"] = int(self.first_hit[a])
         return out
+
+
+def archived_rewards(n_areas: int, *archives) -> dict[str, float]:
+    """SERENE's own reward figure (qd.md §6): the best reward per area among the individuals the
+    run *keeps* (its novelty archive, plus SERENE's reward archive), 0 where none is kept.
+
+    ``best_reward_{a}`` counts every evaluation; novelty search archives 5 random offspring per
+    generation, so most of its rewarding individuals are evaluated and then lost. The two figures
+    answer different questions: what the search ever touched, and what it hands back."""
+    best = np.zeros(n_areas)
+    for archive in archives:
+        if archive is None or not len(archive):
+            continue
+        areas = np.asarray(archive["reward_area"], dtype=np.int64)
+        rewards = np.asarray(archive["reward"], dtype=np.float64)
+        keep = (areas >= 0) & (areas < n_areas) & (rewards > 0)
+        np.maximum.at(best, areas[keep], rewards[keep])
+    return {f"archived_reward_{a}": float(best[a]) for a in range(n_areas)}

@@ -33,7 +33,7 @@ import numpy as np
 from envs.errors import is_error
 from envs.qd_task import ControllerSpec, EvaluationItem, QDTask, TaskKey, evaluate_item
 from qd.archive import NoveltyArchive
-from qd.metrics import CoverageGrid, RewardAreaTracker
+from qd.metrics import CoverageGrid, RewardAreaTracker, archived_rewards
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,7 @@ class NoveltySearch:
             "mean_novelty": self.last_novelty,
             "failed_evaluations": self.failed_evaluations,
             **self.rewards.figures(),
+            **archived_rewards(self.rewards.best.size, self.archive),
         }
 
     # -- one generation ---------------------------------------------------------------------

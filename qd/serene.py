@@ -54,7 +54,7 @@ from qd.emitters import (
     initial_sigma,
     make_emitter,
 )
-from qd.metrics import CoverageGrid, RewardAreaTracker
+from qd.metrics import CoverageGrid, RewardAreaTracker, archived_rewards
 from qd.ns import (
     AllRolloutsFailed,
     ControllerConfig,
@@ -217,6 +217,7 @@ class Serene(NoveltySearch):
             "failed_evaluations": self.failed_evaluations,
             "mean_novelty": self.last_novelty,
             **self.rewards.figures(),
+            **archived_rewards(self.rewards.best.size, self.archive, self.reward_archive),
         }
 
     def archive_coverage(self) -> float:

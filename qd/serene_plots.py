@@ -80,10 +80,21 @@ def plot_reward_curves(metrics: dict[str, np.ndarray], n_areas: int, path: Path)
         first = metrics[f"first_hit_{a}"][-1]
         if first >= 0:
             ax.axvline(first, color=line.get_color(), ls=":", lw=1)
+        kept = f"archived_reward_{a}"
+        if kept in metrics and np.isfinite(metrics[kept]).any():
+            ax.step(
+                metrics["step"],
+                metrics[kept],
+                where="post",
+                color=line.get_color(),
+                ls="--",
+                lw=1,
+                label=f"area {a}, archived",
+            )
     ax.set_xlabel("evaluations")
     ax.set_ylabel("best reward")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("best reward per area (dotted: first hit)")
+    ax.set_title("best reward per area (dashed: archived only; dotted: first hit)")
     ax.grid(alpha=0.3)
     if n_areas:
         ax.legend(fontsize=8)

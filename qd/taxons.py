@@ -80,7 +80,7 @@ from envs.observations import ObservationItem, observe_item
 from envs.qd_task import QDTask
 from kernels.knn import knn_novelty
 from qd.autoencoder import AutoEncoder
-from qd.metrics import CoverageGrid, RewardAreaTracker
+from qd.metrics import CoverageGrid, RewardAreaTracker, archived_rewards
 from qd.ns import AllRolloutsFailed, ControllerConfig, EnvConfig, map_rollouts
 
 __all__ = [
@@ -307,6 +307,7 @@ class Taxons:
             "failed_evaluations": self.failed_evaluations,
             **{f"time_{k}": v for k, v in self.timing.items()},
             **self.rewards.figures(),
+            **archived_rewards(self.rewards.best.size, self.archive),
         }
 
     def archive_coverage(self) -> float:

@@ -106,6 +106,7 @@ def test_cli_run_plot_and_folder_contents(tmp_path, capsys):
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["step", "wall_time", "generation", "archive_size"]
     assert "coverage" in header and "best_reward_0" in header and "first_hit_1" in header
+    assert "archived_reward_0" in header
 
 
 def test_cli_never_overwrites(tmp_path, capsys):

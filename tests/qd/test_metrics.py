@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qd.metrics import CoverageGrid, RewardAreaTracker
+from qd.metrics import CoverageGrid, RewardAreaTracker, archived_rewards
 
 
 def test_coverage_matches_histogram2d():
@@ -43,3 +43,16 @@ def test_reward_tracker_best_and_first_hit():
     assert t.first_hit.tolist() == [104, 101]
     with pytest.raises(ValueError, match="reward area 3"):
         t.add(np.array([1.0]), np.array([3]), first_eval=0)
+
+
+def test_archived_rewards_count_only_kept_individuals():
+    archive = {"reward": np.array([0.0, 0.4, 0.7, 0.2]), "reward_area": np.array([-1, 0, 0, 2])}
+    rewards = {"reward": np.array([0.9, 0.3]), "reward_area": np.array([0, 1])}
+    assert archived_rewards(3, archive) == {
+        "archived_reward_0": 0.7,
+        "archived_reward_1": 0.0,
+        "archived_reward_2": 0.2,
+    }
+    both = archived_rewards(3, archive, None, rewards)
+    assert [both[f"archived_reward_{a}"] for a in range(3)] == [0.9, 0.3, 0.2]
+    assert archived_rewards(2) == {"archived_reward_0": 0.0, "archived_reward_1": 0.0}

@@ -114,6 +114,9 @@ def test_alternation_and_reward_areas_on_the_toy_task():
     last = rows[-1]
     assert last["best_reward_0"] > 0.9 and last["best_reward_1"] > 0
     assert 0 <= last["first_hit_0"] < last["exploration_evaluations"]
+    # what the run keeps (novelty archive + reward archive) never beats what it evaluated
+    for a in (0, 1):
+        assert 0 < last[f"archived_reward_{a}"] <= last[f"best_reward_{a}"]
     assert last["emitters_started"] > 0 and last["emitters_stopped"] > 0
     events = {e["event"] for e in trainer.timeline}
     assert {"chunk", "candidates", "started", "ran", "stopped"} <= events
