@@ -372,11 +372,15 @@ def _pixel_centres(size: int, half_width: float = TABLE_HALF) -> tuple[np.ndarra
     return phys.TABLE_CENTER + c[None, :], phys.TABLE_CENTER - c[:, None]
 
 
-def render_table_background(size: int = RENDER_SIZE, half_width: float = TABLE_HALF) -> np.ndarray:
-    """(size, size, 3) uint8 top-down image of the empty table: white, red goals, grey walls;
-    y up (row 0 at the top). The default window is the whole table (100 px per metre)."""
+def render_table_background(
+    size: int = RENDER_SIZE, half_width: float = TABLE_HALF, floor: tuple = (255, 255, 255)
+) -> np.ndarray:
+    """(size, size, 3) uint8 top-down image of the empty table: ``floor`` (white, as the
+    original's on-screen view), red goals, grey walls; y up (row 0 at the top). The default
+    window is the whole table (100 px per metre)."""
     x, y = _pixel_centres(size, half_width)
-    img = np.full((size, size, 3), 255, dtype=np.uint8)
+    img = np.empty((size, size, 3), dtype=np.uint8)
+    img[:] = floor
     for (gx, gy), r in REWARD_AREAS:
         gx, gy = gx + phys.TABLE_CENTER, gy + phys.TABLE_CENTER
         img[(x - gx) ** 2 + (y - gy) ** 2 <= r * r] = (255, 0, 0)

@@ -10,8 +10,14 @@ TAXONS divides by the maximum pixel value):
   disc of ``HARDMAZE_MARKER`` world units radius. (The original render draws it 6 units wide;
   at 64 x 64 the robot body itself would cover about 3 pixels out of 4096, too little for a
   mean-squared reconstruction loss to notice, so the marker is drawn at twice the body radius.)
-- **Curling**: the table (white, red goals, grey walls), both arm links (dark grey) and the
-  blue ball, y up as the original render.
+- **Curling**: the table (black, red goals, grey walls), both arm links (dark grey) and the
+  blue ball, y up as the original render. Black, not white: the original's ``rgb_array`` view
+  (the one TAXONS and STAX learn from) paints onto a fresh, unfilled pygame surface, and only its
+  on-screen view fills the table white (`BilliardEnv.render`). It matters to the autoencoder:
+  its ReLU output layer fits a black frame at once, while on a white one it spent the first
+  tens of thousands of evaluations (loss 0.18-0.3) learning to output the background. The
+  original draws the goals x-mirrored in that view (``-goal + centre`` in pygame's y-down
+  pixels); ours are where the reward is, a static difference that no descriptor sees.
 - **RedundantArm**: the arena (white, black cross-shaped walls, red goals) and the arm as a
   dark-blue polyline ``ARM_HALF_WIDTH`` wide, y down as the original render.
 
@@ -102,7 +108,7 @@ def background(env_id: str, size: int = 64) -> np.ndarray:
     elif env_id == _CURLING:
         from envs import curling
 
-        big = curling.render_table_background(_BACKGROUND_SCALE * size)
+        big = curling.render_table_background(_BACKGROUND_SCALE * size, floor=(0, 0, 0))
     elif env_id == _ARM:
         from envs import redundant_arm
 

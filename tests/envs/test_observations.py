@@ -63,6 +63,10 @@ def test_background_is_read_only_and_cached():
     bg = background("sparserl/Curling-v0", 64)
     assert bg is background("sparserl/Curling-v0", 64)
     assert not bg.flags.writeable and bg.shape == (64, 64, 3)
+    # The original's rgb_array view: an unfilled (black) surface; goals red, walls grey.
+    np.testing.assert_array_equal(bg[32, 32], [0, 0, 0])
+    np.testing.assert_array_equal(bg[15, 49], [255, 0, 0])  # goal (0.8, 0.8), upper right
+    assert bg[32, 0, 0] == bg[32, 0, 1] == bg[32, 0, 2] > 0  # left wall
 
 
 @pytest.mark.parametrize("env_id", list(ENVS))
