@@ -169,3 +169,6 @@ def test_config_errors_and_reference_config():
     assert config.algorithm == "stax" and config.stax.population_update == "pareto"
     assert config.stax.max_epochs == 100 and config.stax.validation == 0.2
     assert config.scheduler.chunk_size == 1000 and config.ns.pop_size == 100
+    curling = from_dict(StaxConfig, read_toml(CONFIGS / "stax_curling.toml"), "stax_curling")
+    assert curling.env.id == "sparserl/Curling-v0" and curling.env.max_steps == 500
+    assert curling.controller.hidden == (5, 5, 5) and curling.stax == config.stax
