@@ -268,6 +268,11 @@ class TOVVICRegPretraining:
 
     Config = TOVVICRegConfig
 
+    @staticmethod
+    def fixed_budget(config: TOVVICRegConfig) -> str | None:
+        """Why the budget of a run cannot be raised (`experiments.run.raise_budget`)."""
+        return "the learning rate's warm-up and cosine decay are laid over the whole budget"
+
     def __init__(self, config: TOVVICRegConfig) -> None:
         self.config = config
         self.device = resolve_device(config.optim.device)

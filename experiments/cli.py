@@ -1,7 +1,7 @@
 """The `sparserl` command line.
 
 sparserl run CONFIG.toml [--set KEY=VALUE ...] [--out DIR] [--executor serial|ray] [--address A]
-sparserl run --resume RUN_DIR [--executor serial|ray] [--address A]
+sparserl run --resume RUN_DIR [--budget N] [--executor serial|ray] [--address A]
 sparserl plot RUN_DIR
 """
 
@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="a TOML config (experiments/configs/*.toml)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     run.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="with --resume: raise the run's budget to N and continue past its old end",
+    )
+    run.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -80,8 +86,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--resume takes no config, --set or --out: the run folder's config wins")
     if not args.resume and not args.config:
         raise ConfigError("give a config file, or --resume RUN_DIR")
+    if args.budget is not None and not args.resume:
+        raise ConfigError("--budget raises a resumed run's budget; a new run takes --set budget=N")
     if args.resume:
-        trainer, state = load_run(args.resume)
+        trainer, state = load_run(args.resume, budget=args.budget)
         run_dir = Path(args.resume)
         rows, wall = state["metrics_rows"], state["wall_time"]
         print(f"resuming {run_dir} at step {trainer.step}")

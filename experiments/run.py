@@ -89,8 +89,10 @@ def load_checkpoint(run_dir: Path) -> dict:
     return state
 
 
-def load_run(run_dir: str | Path) -> tuple[Any, dict]:
-    """The trainer of a run folder restored from its checkpoint, and the checkpoint."""
+def load_run(run_dir: str | Path, budget: int | None = None) -> tuple[Any, dict]:
+    """The trainer of a run folder restored from its checkpoint, and the checkpoint.
+
+    ``budget`` raises the run's budget (`raise_budget`) once the checkpoint is loaded."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.toml)")
@@ -98,7 +100,35 @@ def load_run(run_dir: str | Path) -> tuple[Any, dict]:
     state = load_checkpoint(run_dir)
     trainer = trainer_class(config.algorithm)(config)
     trainer.load_state_dict(state["trainer"])
+    if budget is not None:
+        raise_budget(trainer, run_dir, budget)
     return trainer, state
+
+
+def raise_budget(trainer: Any, run_dir: Path, budget: int) -> None:
+    """Give a restored run a larger budget, so that it continues past its old end.
+
+    The continuation equals a run started with the larger budget wherever the budget only says
+    when to stop (NS, TAXONS, SERENE and STAX with a budget-free scheduler, DQN, Dyna, the MILP
+    trainers), except that the old run's last iteration may have been cut short at the old
+    budget (a SERENE chunk, a DQN iteration). A trainer whose schedule is laid over the whole
+    budget refuses: its class's ``fixed_budget(config)`` names why (a learning-rate cosine, a
+    time-sampling scheduler). ``config.toml`` is rewritten with the new budget and the change is
+    logged in ``events.log``; a later ``--resume`` continues to the new budget."""
+    old = trainer.config
+    if budget <= old.budget:
+        raise ValueError(
+            f"--budget {budget} does not raise the run's budget of {old.budget}; "
+            "a run folder is only ever extended"
+        )
+    why = getattr(type(trainer), "fixed_budget", lambda config: None)(old)
+    if why:
+        raise ValueError(f"{old.algorithm}: the budget of this run cannot be raised: {why}")
+    trainer.config = load_config(Path(run_dir) / "config.toml", [f"budget={budget}"])
+    write_toml(trainer.config, Path(run_dir) / "config.toml")
+    stamp = datetime.now().isoformat(timespec="seconds")
+    with (Path(run_dir) / RunRecorder.EVENTS).open("a") as fh:
+        fh.write(f"{stamp} step {trainer.step}: budget raised from {old.budget} to {budget}\n")
 
 
 class MetricsLog:

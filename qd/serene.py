@@ -123,6 +123,13 @@ class Serene(NoveltySearch):
 
     Config = SereneConfig
 
+    @staticmethod
+    def fixed_budget(config: SereneConfig) -> str | None:
+        """Why the budget of a run cannot be raised (`experiments.run.raise_budget`)."""
+        if config.scheduler.type == "time_sampling":
+            return "the time-sampling scheduler's exploration probability is laid over it"
+        return None
+
     def __init__(self, config: SereneConfig) -> None:
         super().__init__(config)
         if not self.reward_areas:

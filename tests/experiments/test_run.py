@@ -201,3 +201,31 @@ def test_metrics_log_grows_new_columns_only_on_resume(tmp_path):
     from qd.plots import read_metrics
 
     assert np.isnan(read_metrics(tmp_path)["b"][0])
+
+
+def test_raised_budget_continues_as_the_longer_run(tmp_path, uninterrupted, capsys):
+    """A run finished at a generation boundary, then given the longer run's budget, ends with
+    the longer run's archive and metrics; config.toml and events.log say what happened."""
+    steps = [int(r["step"]) for r in metrics(uninterrupted)]
+    short = steps[len(steps) // 2 - 1]
+    trainer, run_dir = start_run(CONFIG, [f"budget={short}", "ns.pop_size=50"], tmp_path / "r")
+    assert train(trainer, run_dir, SerialExecutor(), progress=False)
+    assert main(["run", "--resume", str(run_dir), "--budget", "1100", "--executor", "serial"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert_same_run(run_dir, uninterrupted)
+    assert "budget = 1100" in (run_dir / "config.toml").read_text()
+    assert f"budget raised from {short} to 1100" in (run_dir / "events.log").read_text()
+    assert main(["run", "--resume", str(run_dir), "--budget", "1100", "--no-plots"]) == 2
+    assert "does not raise the run's budget of 1100" in capsys.readouterr().err
+
+
+def test_budget_that_shapes_a_schedule_is_not_raised(tmp_path, capsys):
+    serene = CONFIG.with_name("serene_hardmaze.toml")
+    _, run_dir = start_run(serene, ["budget=2000", "scheduler.type=time_sampling"], tmp_path / "s")
+    before = (run_dir / "config.toml").read_text()
+    assert main(["run", "--resume", str(run_dir), "--budget", "4000", "--executor", "serial"]) == 2
+    assert "time-sampling scheduler" in capsys.readouterr().err
+    assert (run_dir / "config.toml").read_text() == before
+    assert not (run_dir / "events.log").exists()
+    assert main(["run", str(CONFIG), "--budget", "4000"]) == 2
+    assert "a new run takes --set budget=N" in capsys.readouterr().err
