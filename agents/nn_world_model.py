@@ -105,9 +105,12 @@ class NNWorldModel:
         if self.scale is None:
             if self.seen < self.params.scale_from:
                 return
-            # Floor: a constant output (CartPole's reward) must not divide by zero.
+            # An output constant so far (CartPole's reward; Acrobot's and MountainCar's reward
+            # and termination flag before the first goal) keeps its own units: a floor such as
+            # 1e-3 made a later termination a target of 1000, whose squared error swamped the
+            # state outputs (Acrobot: next-state error 10x Losse's, returns near -500).
             std = self.targets[: self.stored].std(axis=0)
-            self.scale = np.maximum(std, 1e-3).astype(np.float32)
+            self.scale = np.where(std > 1e-8, np.maximum(std, 1e-3), 1.0).astype(np.float32)
         p = self.params
         if self.mode == "online":
             done = 0

@@ -143,3 +143,16 @@ def test_nn_model_trains_and_reloads(mode):
     )
     with pytest.raises(ValueError, match="mode"):
         NNWorldModel(bounds, 2, params, "sometimes", seed=0)
+
+
+def test_nn_model_keeps_units_of_outputs_constant_before_scaling():
+    """Before the first goal (Acrobot, MountainCar) reward and termination are constant; their
+    scale must stay 1, not a floor that turns a later termination into a target of 1000."""
+    data = _transitions(300)
+    bounds = ObservationBounds(-np.ones(2), np.ones(2))
+    params = NNModelParams(hidden=(16,), replay_every=100, replay_gradient_steps=5, scale_from=200)
+    model = NNWorldModel(bounds, 2, params, "replay", seed=0)
+    n = len(data["obs"])
+    model.update(data["obs"], data["action"], -np.ones(n), data["next_obs"], np.zeros(n))
+    np.testing.assert_array_equal(model.scale[-2:], [1.0, 1.0])
+    assert np.all(model.scale[:-2] > 1e-3) and np.all(model.scale[:-2] != 1.0)
