@@ -102,6 +102,8 @@ def load_run(run_dir: str | Path, budget: int | None = None) -> tuple[Any, dict]
     trainer.load_state_dict(state["trainer"])
     if budget is not None:
         raise_budget(trainer, run_dir, budget)
+        # the checkpoint records the config too: a crash before the next one must still resume
+        save_checkpoint(run_dir, trainer, state["metrics_rows"], state["wall_time"])
     return trainer, state
 
 

@@ -210,7 +210,9 @@ def test_raised_budget_continues_as_the_longer_run(tmp_path, uninterrupted, caps
     short = steps[len(steps) // 2 - 1]
     trainer, run_dir = start_run(CONFIG, [f"budget={short}", "ns.pop_size=50"], tmp_path / "r")
     assert train(trainer, run_dir, SerialExecutor(), progress=False)
-    assert main(["run", "--resume", str(run_dir), "--budget", "1100", "--executor", "serial"]) == 0
+    load_run(run_dir, budget=1100)  # raised, then "crashed" before any iteration
+    assert load_run(run_dir)[0].config.budget == 1100
+    assert main(["run", "--resume", str(run_dir), "--executor", "serial"]) == 0
     assert "resuming" in capsys.readouterr().out
     assert_same_run(run_dir, uninterrupted)
     assert "budget = 1100" in (run_dir / "config.toml").read_text()
