@@ -108,7 +108,7 @@ class NNWorldModel:
             # An output constant so far (CartPole's reward; Acrobot's and MountainCar's reward
             # and termination flag before the first goal) keeps its own units: a floor such as
             # 1e-3 made a later termination a target of 1000, whose squared error swamped the
-            # state outputs (Acrobot: next-state error 10x Losse's, returns near -500).
+            # state outputs (Acrobot: next-state error 10x Losse's, mean return -375 vs -115).
             std = self.targets[: self.stored].std(axis=0)
             self.scale = np.where(std > 1e-8, np.maximum(std, 1e-3), 1.0).astype(np.float32)
         p = self.params
