@@ -126,10 +126,11 @@ def raise_budget(trainer: Any, run_dir: Path, budget: int) -> None:
     why = getattr(type(trainer), "fixed_budget", lambda config: None)(old)
     if why:
         raise ValueError(f"{old.algorithm}: the budget of this run cannot be raised: {why}")
-    trainer.config = load_config(Path(run_dir) / "config.toml", [f"budget={budget}"])
-    write_toml(trainer.config, Path(run_dir) / "config.toml")
+    run_dir = Path(run_dir)
+    trainer.config = load_config(run_dir / "config.toml", [f"budget={budget}"])
+    write_toml(trainer.config, run_dir / "config.toml")
     stamp = datetime.now().isoformat(timespec="seconds")
-    with (Path(run_dir) / RunRecorder.EVENTS).open("a") as fh:
+    with (run_dir / RunRecorder.EVENTS).open("a") as fh:
         fh.write(f"{stamp} step {trainer.step}: budget raised from {old.budget} to {budget}\n")
 
 
