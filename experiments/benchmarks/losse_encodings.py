@@ -1,0 +1,117 @@
+"""Which Losse encoding shape models Acrobot best at a given cost? Held-out error vs (F, B, b).
+
+    python -m experiments.benchmarks.losse_encodings [--steps 40000] [--seed 0]
+        [--specs 50,5,2 25,5,3 13,5,4 6,5,5 6,7,5] [--projections 3] [--no-nn]
+
+Acrobot-v1's state is 6-D, and the original gist's (F, B, b) = (50, 5, 2) bins it in 50 random
+2-D planes. Grids of more axes (larger b) see more of the state at once; fewer of them (smaller
+F) keep k = F * 2^b, the active features per input and so the cost of an update, near 200.
+Every model learns one random-policy stream of ``--steps`` transitions one at a time (the
+Dyna configs' Losse objective: ``ridge="sum"``, eps 1e-3, per-action regressors, inputs from
+the observation space's bounds) and is scored on 3 000 transitions of another stream (seed + 1):
+normalised next-state MSE after 10 % and after all of the stream, CPU milliseconds per update
+and the stored pairs of A, each the mean over ``--projections`` draws of the random projection
+(± their std for the final error: with few grids the draw matters). The first spec is the
+baseline of the error and cost ratios. The NN row (`agents.nn_world_model`, full replay, the
+Dyna configs' settings) is the accuracy to reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import gymnasium as gym
+import numpy as np
+
+from agents.losse import LosseParams, LosseWorldModel
+from agents.nn_world_model import NNModelParams, NNWorldModel
+from agents.world_model import bounds_for
+from experiments.benchmarks.losse_forgetting import FIELDS, online
+
+DEFAULT_SPECS = ("50,5,2", "25,5,3", "13,5,4", "6,5,5", "6,7,5")
+
+
+def random_stream(steps: int, seed: int) -> dict[str, np.ndarray]:
+    """``steps`` transitions of Acrobot-v1 under uniform random actions."""
+    rng = np.random.default_rng(seed)
+    env = gym.make("Acrobot-v1")
+    obs, _ = env.reset(seed=seed)
+    rows = []
+    for _ in range(steps):
+        action = int(rng.integers(3))
+        nxt, reward, term, trunc, _ = env.step(action)
+        rows.append((obs, action, reward, nxt, float(term)))
+        obs = nxt
+        if term or trunc:
+            obs, _ = env.reset(seed=int(rng.integers(2**31)))
+    return {f: np.array([r[i] for r in rows]) for i, f in enumerate(FIELDS)}
+
+
+def parse_spec(spec: str) -> tuple[int, int, int]:
+    try:
+        f, b_, b = (int(v) for v in spec.split(","))
+    except ValueError:
+        raise SystemExit(f"--specs: {spec!r} is not F,B,b (three integers)") from None
+    if min(f, b_, b) < 1:
+        raise SystemExit(f"--specs: {spec!r}: F, B and b must be >= 1")
+    return f, b_, b
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=40_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--specs", nargs="+", default=list(DEFAULT_SPECS), metavar="F,B,b")
+    p.add_argument("--projections", type=int, default=3, help="random projections per spec")
+    p.add_argument("--no-nn", action="store_true", help="leave out the NN replay row")
+    args = p.parse_args(argv)
+    if args.steps < 10 or args.projections < 1:
+        raise SystemExit("--steps must be >= 10 and --projections >= 1")
+    specs = [parse_spec(s) for s in args.specs]
+    env = gym.make("Acrobot-v1")
+    train = random_stream(args.steps, args.seed)
+    held = random_stream(3_000, args.seed + 1)
+    checks = [args.steps // 10, args.steps]
+    print(
+        f"Acrobot-v1, random policy: {args.steps} transitions learned one at a time, 3000 "
+        f"held out (seed {args.seed}); Losse ridge=sum, eps 1e-3\n"
+    )
+    print(
+        f"{'model':16s}{'d':>9s}{'k':>5s}{'MSE @' + format(checks[0], ','):>13s}"
+        f"{'MSE @' + format(checks[1], ','):>13s}{'± std':>11s}{'vs first':>10s}{'ms/update':>11s}"
+        f"{'vs first':>10s}{'pairs':>12s}"
+    )
+    first: tuple[float, float] | None = None
+    for f, bins, b in specs:
+        errs, ms, pairs = [], [], []
+        for j in range(args.projections):
+            model = LosseWorldModel(
+                bounds_for(env.observation_space),
+                3,
+                LosseParams(num_grids=f, num_bins=bins, bin_dim=b, eps=1e-3, ridge="sum"),
+                np.random.default_rng([args.seed, j]),
+            )
+            t0 = time.process_time()
+            errs.append([e["model_error_state"] for e in online(model, train, held, checks)])
+            ms.append(1e3 * (time.process_time() - t0) / args.steps)
+            pairs.append(model.figures()["model_pairs"])
+        early, final = np.mean(errs, axis=0)
+        spread, cost = np.std([e[1] for e in errs]), float(np.mean(ms))
+        first = first or (final, cost)
+        print(
+            f"{f'({f}, {bins}, {b})':16s}{model.encoder.dim:9d}{f * 2**b:5d}{early:13.2e}"
+            f"{final:13.2e} ± {spread:8.2e}{final / first[0]:9.2f}x{cost:11.2f}"
+            f"{cost / first[1]:9.2f}x{int(np.mean(pairs)):12,d}",
+            flush=True,
+        )
+    if not args.no_nn:
+        t0 = time.process_time()
+        nn = NNWorldModel(bounds_for(env.observation_space), 3, NNModelParams(), "replay", 0)
+        errs = [e["model_error_state"] for e in online(nn, train, held, checks)]
+        ms = 1e3 * (time.process_time() - t0) / args.steps
+        print(f"{'NN replay':30s}{errs[0]:13.2e}{errs[1]:13.2e}{'':21s}{ms:11.2f}")
+
+
+if __name__ == "__main__":
+    main()
