@@ -27,25 +27,14 @@ import numpy as np
 from agents.losse import LosseParams, LosseWorldModel
 from agents.nn_world_model import NNModelParams, NNWorldModel
 from agents.world_model import bounds_for
-from experiments.benchmarks.losse_forgetting import FIELDS, online
+from experiments.benchmarks.losse_forgetting import online, record
 
 DEFAULT_SPECS = ("50,5,2", "25,5,3", "13,5,4", "6,5,5", "6,7,5")
 
 
 def random_stream(steps: int, seed: int) -> dict[str, np.ndarray]:
     """``steps`` transitions of Acrobot-v1 under uniform random actions."""
-    rng = np.random.default_rng(seed)
-    env = gym.make("Acrobot-v1")
-    obs, _ = env.reset(seed=seed)
-    rows = []
-    for _ in range(steps):
-        action = int(rng.integers(3))
-        nxt, reward, term, trunc, _ = env.step(action)
-        rows.append((obs, action, reward, nxt, float(term)))
-        obs = nxt
-        if term or trunc:
-            obs, _ = env.reset(seed=int(rng.integers(2**31)))
-    return {f: np.array([r[i] for r in rows]) for i, f in enumerate(FIELDS)}
+    return record("Acrobot-v1", steps, seed, lambda t, obs, rng: int(rng.integers(3)))
 
 
 def parse_spec(spec: str) -> tuple[int, int, int]:

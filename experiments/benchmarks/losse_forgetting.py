@@ -43,23 +43,32 @@ CHECKS = (2_000, 5_000, 10_000, 20_000, 30_000, 45_000)
 FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
 
 
-def stream(steps: int, shift: int, seed: int) -> dict[str, np.ndarray]:
-    """The transitions of the random-then-balancing CartPole stream."""
+def record(env_id: str, steps: int, seed: int, policy) -> dict[str, np.ndarray]:
+    """``steps`` transitions of ``env_id`` (episodes reset with seeds drawn from ``seed``), the
+    action of step t being ``policy(t, obs, rng)``."""
     rng = np.random.default_rng(seed)
-    env = gym.make("CartPole-v1")
+    env = gym.make(env_id)
     obs, _ = env.reset(seed=seed)
     rows = []
     for t in range(steps):
-        if t < shift or rng.random() < 0.1:
-            action = int(rng.integers(2))
-        else:
-            action = int(obs[2] + 0.5 * obs[3] + 0.05 * obs[1] > 0)
+        action = policy(t, obs, rng)
         nxt, reward, term, trunc, _ = env.step(action)
         rows.append((obs, action, reward, nxt, float(term)))
         obs = nxt
         if term or trunc:
             obs, _ = env.reset(seed=int(rng.integers(2**31)))
     return {f: np.array([r[i] for r in rows]) for i, f in enumerate(FIELDS)}
+
+
+def stream(steps: int, shift: int, seed: int) -> dict[str, np.ndarray]:
+    """The transitions of the random-then-balancing CartPole stream."""
+
+    def policy(t: int, obs: np.ndarray, rng: np.random.Generator) -> int:
+        if t < shift or rng.random() < 0.1:
+            return int(rng.integers(2))
+        return int(obs[2] + 0.5 * obs[3] + 0.05 * obs[1] > 0)
+
+    return record("CartPole-v1", steps, seed, policy)
 
 
 def take(data: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
