@@ -30,6 +30,13 @@ Sparsity, per layer (ViT: the CLS token after each block; CNN: each ReLU output)
 frames: the fraction of near-zero units (|a| < 0.1 * rms(a) within the sample's vector) and the
 Hoyer measure (sqrt(n) - |a|_1 / |a|_2) / (sqrt(n) - 1), 0 for a flat vector, 1 for one-hot;
 both averaged over samples.
+
+View gap, per layer, on the first 512 test stacks: each stack is augmented twice, as the two
+views of o_t in pretraining (`agents.vicreg.make_augmentations`), and the mean squared gap
+between the two views' vectors is divided by the expected gap between two different stacks
+(twice the mean per-unit variance over the stacks): 0 for features the augmentations do not
+move, about 1 where two views of one frame are as far apart as two frames. It tells whether
+joint-embedding pretraining has made the views agree (world_models.md §2.5's invariance term).
 """
 
 from __future__ import annotations
@@ -94,6 +101,7 @@ RAM_VARIABLES: dict[str, dict[str, int]] = {
 }
 
 NEAR_ZERO = 0.1
+VIEW_GAP_STACKS = 512
 # AtariARI's threshold (nats) below which a state variable is too predictable to probe.
 MIN_ENTROPY = 0.6
 MAJORITY = "majority class"
@@ -139,12 +147,14 @@ def encode(
     device: str | torch.device = "cpu",
     layers: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
-    """Features of uint8 (N, 3, 84, 84) stacks (or, with ``layers``, each layer's outputs)."""
+    """Features of (N, 3, 84, 84) stacks, uint8 or float in [0, 1] (or, with ``layers``, each
+    layer's outputs)."""
     encoder = encoder.to(device).eval()
+    scale = 255.0 if stacks.dtype == np.uint8 else 1.0
     outs: list = []
     for s in range(0, len(stacks), batch):
         x = torch.from_numpy(np.ascontiguousarray(stacks[s : s + batch])).to(device).float()
-        x = x / 255.0
+        x = x / scale
         y = encoder.layer_outputs(x) if layers else [encoder(x)]
         outs.append([t.float().cpu().numpy() for t in y])
     joined = [np.concatenate(parts) for parts in zip(*outs, strict=True)]
@@ -164,6 +174,29 @@ def sparsity(activations: np.ndarray) -> tuple[float, float]:
     ratio = np.divide(l1, l2, out=np.full_like(l1, np.sqrt(n)), where=l2 > 0)
     hoyer = (np.sqrt(n) - ratio) / (np.sqrt(n) - 1)
     return float(near.mean()), float(hoyer.mean())
+
+
+def augmented_views(stacks: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two pretraining views of o_t (aug1, aug2) of uint8 stacks, float in [0, 1]."""
+    from agents.vicreg import make_augmentations
+
+    aug1, aug2, _ = make_augmentations(stacks.shape[-1])
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        x = torch.from_numpy(np.ascontiguousarray(stacks)).float() / 255.0
+        return aug1(x).numpy(), aug2(x).numpy()
+
+
+def view_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean squared gap between paired vectors a[i], b[i] (N, n) over the expected gap between
+    two different samples (the sum of the per-unit variances, averaged over units)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 2 or len(a) < 2:
+        raise ValueError(
+            f"view_gap needs two (N >= 2, n) arrays of one shape, got {a.shape}, {b.shape}"
+        )
+    spread = a.var(axis=0).mean() + b.var(axis=0).mean()
+    return float(((a - b) ** 2).mean() / spread) if spread > 0 else float("nan")
 
 
 def train_linear_probe(
@@ -312,12 +345,13 @@ def run_probes(
 ) -> tuple[list[dict], list[dict]]:
     """Probe rows (encoder, game, probe, variable, f1, accuracy, entropy: the training labels'
     in nats), with a ``majority class`` row per target, and sparsity rows (encoder, game, layer,
-    near_zero, hoyer)."""
+    near_zero, hoyer, view_gap)."""
     probe_rows, sparsity_rows = [], []
     for game in ds.games:
         train, test = split(ds, game, s)
         targets = probe_targets(ds, game, train, test, s)
         x_tr, x_te = ds.stacks(train), ds.stacks(test)
+        views = augmented_views(x_te[:VIEW_GAP_STACKS], s.seed)
         for probe, var, y_tr, y_te, _, _ in targets:
             f1, acc = majority_f1(y_tr, y_te)
             probe_rows.append(_row(MAJORITY, game, probe, var, y_tr, f1, acc))
@@ -329,10 +363,19 @@ def run_probes(
                     f_tr, y_tr, f_te, y_te, n_classes, seed=s.seed, **options
                 )
                 probe_rows.append(_row(name, game, probe, var, y_tr, f1, acc))
-            for layer, acts in enumerate(encode(encoder, x_te, device=s.device, layers=True)):
-                near, hoyer = sparsity(acts)
+            acts = encode(encoder, x_te, device=s.device, layers=True)
+            va, vb = (encode(encoder, v, device=s.device, layers=True) for v in views)
+            for layer, (a, a1, a2) in enumerate(zip(acts, va, vb, strict=True)):
+                near, hoyer = sparsity(a)
                 sparsity_rows.append(
-                    dict(encoder=name, game=game, layer=layer + 1, near_zero=near, hoyer=hoyer)
+                    dict(
+                        encoder=name,
+                        game=game,
+                        layer=layer + 1,
+                        near_zero=near,
+                        hoyer=hoyer,
+                        view_gap=view_gap(a1, a2),
+                    )
                 )
     return probe_rows, sparsity_rows
 
@@ -417,6 +460,11 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['encoder']:<24} {r['probe']:<7} games {r['games']}  mean weighted F1 "
             f"{r['mean_f1']:.4f}"
         )
+    for enc in dict.fromkeys(r["encoder"] for r in sparsity_rows):
+        rows = [r for r in sparsity_rows if r["encoder"] == enc]
+        last = max(r["layer"] for r in rows)
+        gaps = [r["view_gap"] for r in rows if r["layer"] == last]
+        print(f"{enc:<24} view gap, last layer, mean over games {np.mean(gaps):.3f}")
     from agents.tov_plots import plot_probes, plot_sparsity
 
     for path in (plot_probes(probe_rows, out), plot_sparsity(sparsity_rows, out)):

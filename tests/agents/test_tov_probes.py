@@ -16,6 +16,7 @@ from agents.probes import (
     split,
     summarise,
     train_linear_probe,
+    view_gap,
     weighted_f1,
 )
 from agents.tov_plots import plot_attention, plot_loss_curves, plot_probes, plot_sparsity
@@ -152,6 +153,8 @@ def test_run_probes_rows_and_plots(tmp_path, labelled):
     assert all(0.0 <= r["f1"] <= 1.0 for r in probes)
     assert {r["layer"] for r in sparse if r["encoder"] == "tiny ViT"} == {1, 2}
     assert {r["layer"] for r in sparse if r["encoder"] == "random Nature CNN"} == {1, 2, 3, 4}
+    # augmentations move every layer's output, but two views stay closer than two frames
+    assert all(0.0 < r["view_gap"] < 1.0 for r in sparse)
     summary = summarise(probes)
     assert {(r["encoder"], r["probe"]) for r in summary} >= {("tiny ViT", "ram")}
     assert all(r["games"] == 2 for r in summary)
@@ -194,3 +197,15 @@ def test_probe_command_line(tmp_path, capsys):
     assert "TOV-VICReg ViT" in printed and "random ViT" in printed
     for name in ("probes.csv", "sparsity.csv", "probe_summary.csv", "plots/probes.png"):
         assert (tmp_path / "out" / name).is_file()
+
+
+def test_view_gap_invariant_unrelated_and_bad_input():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 8))
+    assert view_gap(a, a) == 0.0
+    # views as unrelated as two samples: gap 1; views equal up to small noise: gap ~ noise share
+    assert view_gap(a, rng.normal(size=(4000, 8))) == pytest.approx(1.0, abs=0.05)
+    assert view_gap(a, a + 0.1 * rng.normal(size=a.shape)) == pytest.approx(0.01 / 2.01, rel=0.1)
+    assert np.isnan(view_gap(np.ones((5, 3)), np.ones((5, 3))))
+    with pytest.raises(ValueError, match="one shape"):
+        view_gap(a, a[:10])
