@@ -119,6 +119,9 @@ class LossConfig:
     preset: Literal["run_script", "argparse"] = "run_script"
     # false: plain VICReg (the neighbours are not even encoded).
     tov: bool = True
+    # "byol": the sheet's augmentations; "shift": +-4 pixel shifts only (a deviation for short
+    # CPU schedules, `agents.vicreg.make_augmentations`).
+    augment: Literal["byol", "shift"] = "byol"
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,7 @@ def _seed(*words: int) -> int:
 class TOVVICRegModel(nn.Module):
     """Backbone + projector + TOV head, and one training step's loss terms."""
 
-    def __init__(self, model: ModelConfig, seed: int) -> None:
+    def __init__(self, model: ModelConfig, seed: int, augment: str = "byol") -> None:
         super().__init__()
         self.encoder = build_encoder(model.spec(), generator_seed=_seed(seed, 1))
         with torch.random.fork_rng(devices=[]):
@@ -225,7 +228,7 @@ class TOVVICRegModel(nn.Module):
             self.tov_head = TOVHead(self.encoder.features_dim)
         # A plain tuple, not submodules: `.to(device)` would move kornia's parameter sampling to
         # that device; sampled on the CPU, the views are the same on every device.
-        self.augment = make_augmentations(model.spec().img_size)
+        self.augment = make_augmentations(model.spec().img_size, augment)
 
     def terms(
         self,
@@ -278,7 +281,7 @@ class TOVVICRegPretraining:
         self.device = resolve_device(config.optim.device)
         self.autocast = config.optim.amp and self.device.type == "cuda"
         self.coef = COEFFICIENT_PRESETS[config.loss.preset]
-        self.model = TOVVICRegModel(config.model, config.seed).to(self.device)
+        self.model = TOVVICRegModel(config.model, config.seed, config.loss.augment).to(self.device)
         self.optimizer = self._make_optimizer()
         self.global_step = 0
         self.steps_per_epoch = 0  # known once the frames are loaded
@@ -492,6 +495,7 @@ class TOVVICRegPretraining:
             epochs=self.global_step / max(self.steps_per_epoch, 1),
             games=list(self.config.data.games),
             seed=self.config.seed,
+            augment=self.config.loss.augment,
         )
 
     def plot(self, run_dir: Path) -> list[Path]:

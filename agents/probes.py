@@ -32,11 +32,12 @@ Hoyer measure (sqrt(n) - |a|_1 / |a|_2) / (sqrt(n) - 1), 0 for a flat vector, 1 
 both averaged over samples.
 
 View gap, per layer, on the first 512 test stacks: each stack is augmented twice, as the two
-views of o_t in pretraining (`agents.vicreg.make_augmentations`), and the mean squared gap
-between the two views' vectors is divided by the expected gap between two different stacks
-(twice the mean per-unit variance over the stacks): 0 for features the augmentations do not
-move, about 1 where two views of one frame are as far apart as two frames. It tells whether
-joint-embedding pretraining has made the views agree (world_models.md §2.5's invariance term).
+views of o_t in pretraining (`agents.vicreg.make_augmentations`, the set ``--augment`` names),
+and the mean squared gap between the two views' vectors is divided by the expected gap between
+two different stacks (twice the mean per-unit variance over the stacks): 0 for features the
+augmentations do not move, about 1 where two views of one frame are as far apart as two frames.
+It tells whether joint-embedding pretraining has made the views agree (world_models.md §2.5's
+invariance term).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import torch
 from torch import nn
 
 from agents.frames import FrameDataset
+from agents.vicreg import AUGMENTATIONS, make_augmentations
 
 # AtariARI RAM addresses (single bytes) for the paper's games that AtariARI annotates.
 RAM_VARIABLES: dict[str, dict[str, int]] = {
@@ -176,11 +178,11 @@ def sparsity(activations: np.ndarray) -> tuple[float, float]:
     return float(near.mean()), float(hoyer.mean())
 
 
-def augmented_views(stacks: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def augmented_views(
+    stacks: np.ndarray, seed: int, kind: str = "byol"
+) -> tuple[np.ndarray, np.ndarray]:
     """The two pretraining views of o_t (aug1, aug2) of uint8 stacks, float in [0, 1]."""
-    from agents.vicreg import make_augmentations
-
-    aug1, aug2, _ = make_augmentations(stacks.shape[-1])
+    aug1, aug2, _ = make_augmentations(stacks.shape[-1], kind)
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
         x = torch.from_numpy(np.ascontiguousarray(stacks)).float() / 255.0
@@ -266,6 +268,7 @@ class ProbeSettings:
     seed: int = 0
     device: str = "cpu"
     min_entropy: float = MIN_ENTROPY  # RAM variables below it (nats, training labels) are dropped
+    augment: str = "byol"  # the pretraining views the view gap measures (`make_augmentations`)
 
 
 def split(ds: FrameDataset, game: str, s: ProbeSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -351,7 +354,7 @@ def run_probes(
         train, test = split(ds, game, s)
         targets = probe_targets(ds, game, train, test, s)
         x_tr, x_te = ds.stacks(train), ds.stacks(test)
-        views = augmented_views(x_te[:VIEW_GAP_STACKS], s.seed)
+        views = augmented_views(x_te[:VIEW_GAP_STACKS], s.seed, s.augment)
         for probe, var, y_tr, y_te, _, _ in targets:
             f1, acc = majority_f1(y_tr, y_te)
             probe_rows.append(_row(MAJORITY, game, probe, var, y_tr, f1, acc))
@@ -422,6 +425,12 @@ def main(argv: list[str] | None = None) -> None:
         default=MIN_ENTROPY,
         help="drop RAM variables whose training labels have less entropy (nats; AtariARI: 0.6)",
     )
+    p.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        default="byol",
+        help="pretraining augmentations whose two views the view gap compares",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", required=True, help="folder for probes.csv, sparsity.csv and plots")
     args = p.parse_args(argv)
@@ -446,6 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         args.seed,
         args.device,
         args.min_entropy,
+        args.augment,
     )
     ds = FrameDataset(args.data_dir, tuple(args.games) if args.games else None)
     out = Path(args.out)

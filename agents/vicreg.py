@@ -15,7 +15,8 @@ uses the configured size and needs ``drop_last``).
 
 Augmentations (world_models.md §2.6) are kornia pipelines on float (B, 3, 84, 84) in [0, 1]; the
 3-frame stack is treated as an RGB image, as in the original, so colour jitter and grayscale
-mix the temporal channels.
+mix the temporal channels. ``make_augmentations(kind="shift")`` swaps them for small random
+shifts (a documented deviation for short CPU schedules; see its docstring).
 """
 
 from __future__ import annotations
@@ -136,9 +137,33 @@ def tov_loss(
     return loss, accuracy
 
 
-def make_augmentations(size: int = 84) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """(aug1, aug2, aug3): BYOL-style views of o_t, and the lighter view of its neighbours."""
+AUGMENTATIONS = ("byol", "shift")
+SHIFT_PAD = 4
+
+
+def make_augmentations(
+    size: int = 84, kind: str = "byol"
+) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(aug1, aug2, aug3): two views of o_t, and the view of its neighbours.
+
+    ``"byol"`` (the sheet's, world_models.md §2.6): BYOL-style crops at scale (0.08, 1), colour
+    jitter, grayscale, blur, solarize, flips; the neighbours get the colour part only.
+    ``"shift"`` (a deviation, for the CPU scale): every view is the frame shifted by up to
+    ``SHIFT_PAD`` pixels each way (replicate padding, then a random crop back to ``size``), the
+    augmentation DrQ and SPR use on Atari frames. At 84x84 the BYOL views of one frame differ
+    as much as two frames of a game do (the probes' view gap, about 1), so the invariance term
+    has nothing to align at a short schedule; the shifted views stay close.
+    """
     import kornia.augmentation as K
+
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {kind!r}: expected one of {AUGMENTATIONS}")
+    if kind == "shift":
+
+        def shift() -> nn.Module:
+            return K.RandomCrop((size, size), padding=SHIFT_PAD, padding_mode="replicate")
+
+        return shift(), shift(), shift()
 
     def crop() -> nn.Module:
         return K.RandomResizedCrop((size, size), scale=(0.08, 1.0))

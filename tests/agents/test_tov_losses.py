@@ -122,6 +122,23 @@ def test_augmentations_shapes_range_and_seeding():
     assert torch.allclose(out, out[:, :, :1, :1].expand_as(out), atol=1e-6)
 
 
+def test_shift_augmentation_is_a_small_translation():
+    x = torch.rand(6, 3, 84, 84)
+    torch.manual_seed(1)
+    for aug in make_augmentations(84, "shift"):
+        y = aug(x)
+        for i in range(len(x)):
+            # away from the replicated border, the view is the frame moved by at most 4 pixels
+            moved = [
+                torch.equal(y[i, :, 4:80, 4:80], x[i, :, 4 + dy : 80 + dy, 4 + dx : 80 + dx])
+                for dy in range(-4, 5)
+                for dx in range(-4, 5)
+            ]
+            assert sum(moved) == 1
+    with pytest.raises(ValueError, match="unknown augmentation 'strong'"):
+        make_augmentations(84, "strong")
+
+
 def test_learning_rate_warmup_then_cosine():
     assert learning_rate(0.0, 1.2, 2, 10) == 0.0
     assert learning_rate(1.0, 1.2, 2, 10) == pytest.approx(0.6)

@@ -8,6 +8,7 @@ from agents.probes import (
     MAJORITY,
     RAM_VARIABLES,
     ProbeSettings,
+    augmented_views,
     label_entropy,
     main,
     majority_f1,
@@ -209,3 +210,19 @@ def test_view_gap_invariant_unrelated_and_bad_input():
     assert np.isnan(view_gap(np.ones((5, 3)), np.ones((5, 3))))
     with pytest.raises(ValueError, match="one shape"):
         view_gap(a, a[:10])
+
+
+def test_shift_views_stay_closer_than_byol_views():
+    # Atari-like stacks: a dark screen with a few bright blocks at random places
+    rng = np.random.default_rng(0)
+    stacks = np.zeros((64, 3, 84, 84), np.uint8)
+    for s in stacks:
+        for _ in range(4):
+            y, x = rng.integers(0, 64, size=2)
+            s[:, y : y + 20, x : x + 20] = rng.integers(100, 255)
+    gaps = {}
+    for kind in ("byol", "shift"):
+        a, b = augmented_views(stacks, seed=0, kind=kind)
+        assert a.shape == b.shape == stacks.shape
+        gaps[kind] = view_gap(a.reshape(len(a), -1), b.reshape(len(b), -1))
+    assert 0.0 < gaps["shift"] < 0.5 * gaps["byol"]
