@@ -1,7 +1,10 @@
 """Side-by-side comparison of runs: one metric, mean and spread over seeds (`sparserl compare`).
 
 Runs are grouped by what they are: the ``algorithm`` and ``env.id`` of their ``config.toml``,
-so the seeds of NS and of SERENE on the same environment form two groups. Each run's curve
+so the seeds of NS and of SERENE on the same environment form two groups; where runs of one
+algorithm and environment differ in other settings (``taxons.variant``, ``taxons.train_epochs``,
+``budget``...), each setting that differs is added to the label as ``key=value``, so TAXONS and
+NT runs, or two schedules, are separate groups. Only ``seed`` never splits a group. Each run's curve
 (``metrics.csv``: ``step`` against the metric) is a step function (a figure holds from the row
 that reports it until the next), read on a common grid of 200 points from 0 to the smallest
 final ``step`` of the group's runs; the plot shows the mean and a band of +- one standard
@@ -12,7 +15,7 @@ through `summarise`, which prints as a table.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib
@@ -33,6 +36,19 @@ class RunCurve:
     seed: int
     step: np.ndarray
     value: np.ndarray
+    settings: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+def flat_settings(config: dict, prefix: str = "") -> dict[str, object]:
+    """A config as ``{"section.key": value}`` (lists as tuples), without ``seed``."""
+    out: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_settings(value, f"{name}."))
+        elif name != "seed":
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def load_curve(run_dir: str | Path, metric: str) -> RunCurve:
@@ -51,7 +67,37 @@ def load_curve(run_dir: str | Path, metric: str) -> RunCurve:
         raise ValueError(f"{run_dir}: no metric {metric!r} in metrics.csv (known: {known})")
     env = config.get("env", {}).get("id", "")
     label = f"{config.get('algorithm', '?')} {env}".strip()
-    return RunCurve(run_dir, label, int(config.get("seed", 0)), metrics["step"], metrics[metric])
+    return RunCurve(
+        run_dir,
+        label,
+        int(config.get("seed", 0)),
+        metrics["step"],
+        metrics[metric],
+        flat_settings(config),
+    )
+
+
+def distinguish(curves: list[RunCurve]) -> list[RunCurve]:
+    """The curves, each labelled also by the settings that differ among the runs of its
+    algorithm and environment (``key=value``, in the config's order; ``-`` where a run lacks
+    the key)."""
+    by_base: dict[str, list[RunCurve]] = {}
+    for c in curves:
+        by_base.setdefault(c.label, []).append(c)
+    out = []
+    for c in curves:
+        peers = by_base[c.label]
+        keys = list(dict.fromkeys(k for p in peers for k in p.settings))
+        differing = [k for k in keys if len({repr(p.settings.get(k, "-")) for p in peers}) > 1]
+        parts = [f"{k}={_show(c.settings.get(k, '-'))}" for k in differing]
+        out.append(replace(c, label=" ".join([c.label, *parts])))
+    return out
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
 
 
 def on_grid(curve: RunCurve, grid: np.ndarray) -> np.ndarray:
@@ -62,7 +108,7 @@ def on_grid(curve: RunCurve, grid: np.ndarray) -> np.ndarray:
 
 def group_curves(curves: list[RunCurve]) -> dict[str, list[RunCurve]]:
     groups: dict[str, list[RunCurve]] = {}
-    for c in curves:
+    for c in distinguish(curves):
         groups.setdefault(c.label, []).append(c)
     return groups
 

@@ -9,12 +9,14 @@ import pytest
 from qd.compare import compare, format_summary, load_curve, on_grid, summarise
 
 
-def fake_run(root: Path, name: str, algorithm: str, seed: int, steps, coverage) -> Path:
+def fake_run(
+    root: Path, name: str, algorithm: str, seed: int, steps, coverage, extra: str = ""
+) -> Path:
     run = root / name
     run.mkdir()
     (run / "config.toml").write_text(
         f'algorithm = "{algorithm}"\nseed = {seed}\nbudget = 3000\n\n'
-        '[env]\nid = "sparserl/HardMaze-v0"\n'
+        '[env]\nid = "sparserl/HardMaze-v0"\n' + extra
     )
     with (run / "metrics.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -43,6 +45,30 @@ def test_groups_and_summary(runs):
     assert summary["serene sparserl/HardMaze-v0"]["std"] == 0.0
     text = format_summary(summary, "coverage")
     assert "ns sparserl/HardMaze-v0: 0.5 ± 0.1 (2 runs)" in text
+
+
+def test_settings_that_differ_split_groups_and_seeds_do_not(tmp_path):
+    steps = [100, 1100]
+    taxons = '[taxons]\nvariant = "taxons"\ntrain_epochs = 5\nhidden = [5, 5]\n'
+    runs = [
+        fake_run(tmp_path, "t0", "taxons", 0, steps, [0.1, 0.2], taxons),
+        fake_run(tmp_path, "t1", "taxons", 1, steps, [0.1, 0.4], taxons),
+        fake_run(
+            tmp_path, "n0", "taxons", 0, steps, [0.3, 0.5], taxons.replace('"taxons"', '"nt"')
+        ),
+        fake_run(tmp_path, "e0", "taxons", 0, steps, [0.2, 0.6], taxons.replace("= 5", "= 10")),
+        fake_run(tmp_path, "ns0", "ns", 0, steps, [0.2, 0.7]),
+    ]
+    summary = summarise([load_curve(r, "coverage") for r in runs])
+    base = "taxons sparserl/HardMaze-v0"
+    got = {k: (v["runs"], round(v["mean"], 9), v["seeds"]) for k, v in summary.items()}
+    assert got == {
+        f"{base} taxons.variant=taxons taxons.train_epochs=5": (2, 0.3, [0, 1]),
+        f"{base} taxons.variant=nt taxons.train_epochs=5": (1, 0.5, [0]),
+        f"{base} taxons.variant=taxons taxons.train_epochs=10": (1, 0.6, [0]),
+        # Alone in its algorithm and environment, NS has nothing to tell apart.
+        "ns sparserl/HardMaze-v0": (1, 0.7, [0]),
+    }
 
 
 def test_step_function_on_grid(runs):
