@@ -58,12 +58,14 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["AutoEncoder", "ConvAE", "TrainingReport", "check_frames"]
+__all__ = ["SHUFFLES", "AutoEncoder", "ConvAE", "TrainingReport", "check_frames"]
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["taxons", "stax"]
 KINDS = ("taxons", "stax")
+# How an epoch orders its rows (`AutoEncoder.epoch_order`).
+SHUFFLES = ("permutation", "tensor_swap")
 
 
 def _conv(c_in: int, c_out: int, bias: bool) -> nn.Conv2d:
@@ -297,13 +299,29 @@ class AutoEncoder:
         self.model.load_state_dict(snap[0])
         self.optimizer.load_state_dict(snap[1])
 
-    def _epoch(self, flat: np.ndarray, batch_size: int) -> float:
+    def _epoch(self, flat: np.ndarray, batch_size: int, shuffle: str = "permutation") -> float:
         with self._backends():
-            return self._epoch_inner(flat, batch_size)
+            return self._epoch_inner(flat, batch_size, shuffle)
 
-    def _epoch_inner(self, flat: np.ndarray, batch_size: int) -> float:
+    def epoch_order(self, n: int, shuffle: str = "permutation") -> np.ndarray:
+        """The rows of one epoch, in minibatch order, drawn from the model's generator.
+
+        ``"permutation"``: each row once, shuffled. ``"tensor_swap"``: what the original
+        TAXONS trains on (``utils.split_array`` calls ``np.random.shuffle`` on a torch tensor,
+        whose swaps go through views): position i holds a copy of row j, j uniform on 0..i, so
+        about half the rows are duplicates and the last rows (the archive's frames, after the
+        new ones) are mostly lost.
+        """
+        if shuffle == "permutation":
+            return torch.randperm(n, generator=self.generator).numpy()
+        if shuffle == "tensor_swap":
+            u = torch.rand(n, generator=self.generator, dtype=torch.float64).numpy()
+            return np.minimum((u * np.arange(1, n + 1)).astype(np.int64), np.arange(n))
+        raise ValueError(f"shuffle must be one of {SHUFFLES}, got {shuffle!r}")
+
+    def _epoch_inner(self, flat: np.ndarray, batch_size: int, shuffle: str) -> float:
         self.model.train()
-        order = torch.randperm(len(flat), generator=self.generator).numpy()
+        order = self.epoch_order(len(flat), shuffle)
         total = 0.0
         for s in range(0, len(flat), batch_size):
             idx = np.sort(order[s : s + batch_size])
@@ -328,16 +346,23 @@ class AutoEncoder:
         return total / len(flat)
 
     def train_epochs(
-        self, frames: np.ndarray, epochs: int = 5, batch_size: int = 128
+        self,
+        frames: np.ndarray,
+        epochs: int = 5,
+        batch_size: int = 128,
+        shuffle: str = "permutation",
     ) -> TrainingReport:
-        """TAXONS's schedule (§3.1): ``epochs`` passes over the frames in shuffled minibatches."""
+        """TAXONS's schedule (§3.1): ``epochs`` passes over the frames in shuffled minibatches
+        (``shuffle``: see `epoch_order`)."""
+        if shuffle not in SHUFFLES:
+            raise ValueError(f"shuffle must be one of {SHUFFLES}, got {shuffle!r}")
         flat, _ = check_frames(frames, self.frame_size)
         report = TrainingReport(samples=len(flat))
         if len(flat) == 0 or epochs < 1:
             return report
         snap = self._snapshot()
         for _ in range(epochs):
-            loss = self._epoch(flat, batch_size)
+            loss = self._epoch(flat, batch_size, shuffle)
             if not math.isfinite(loss):
                 self._recover(snap, report)
                 return report

@@ -22,7 +22,11 @@ One generation (``iterate``), as the original ``RndQD.train`` (§3.1, §3.3):
 5. At the end of generations 30, 60, ... (``train_interval``; never for ``nt``, whose encoder
    stays random, nor ``ns``, which has none) the autoencoder trains 5 epochs in minibatches of
    128 over the frames collected since the last training plus the archive's frames; then the
-   archive's latents are recomputed with the new encoder. A training that fails (non-finite
+   archive's latents are recomputed with the new encoder. (The original shuffles the frames
+   with ``np.random.shuffle`` on a torch tensor, which duplicates rows through views: each
+   epoch sees about half of its frames, the archive's mostly lost. ``shuffle = "tensor_swap"``
+   reproduces that; the default, ``"permutation"``, trains on every frame once per epoch, as
+   the sheet and the code's intent have it.) A training that fails (non-finite
    loss) or collapses the archive's latents to one point is undone (weights restored) and
    logged; the archive is never touched before the new latents are known to be good.
 
@@ -113,6 +117,10 @@ class TaxonsParams:
     train_epochs: int = field(default=5, metadata={"ge": 1})
     batch_size: int = field(default=128, metadata={"ge": 1})
     train_on_archive: bool = True
+    # "permutation": each frame once per epoch. "tensor_swap": the original's quirk (its
+    # np.random.shuffle of a torch tensor duplicates rows: about half the frames per epoch,
+    # the archive's mostly lost); see qd.autoencoder.AutoEncoder.epoch_order.
+    shuffle: Literal["permutation", "tensor_swap"] = "permutation"
     frame_size: Literal[32, 64] = 64
     latent: int = field(default=10, metadata={"ge": 1})
     learning_rate: float = field(default=1e-3, metadata={"gt": 0.0})
@@ -442,7 +450,7 @@ class Taxons:
         frames = np.concatenate(data)
         before = self.autoencoder.state_dict()
         t0 = time.perf_counter()
-        report = self.autoencoder.train_epochs(frames, t.train_epochs, t.batch_size)
+        report = self.autoencoder.train_epochs(frames, t.train_epochs, t.batch_size, t.shuffle)
         t1 = time.perf_counter()
         self.timing["train"] += t1 - t0
         self.new_frames = []

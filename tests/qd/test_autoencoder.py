@@ -166,3 +166,30 @@ def test_bad_frames_are_named():
         if torch.cuda.is_available():
             raise ValueError("CUDA present: nothing to check")
         AutoEncoder(device="cuda")
+
+
+def test_tensor_swap_order_is_what_numpy_shuffle_does_to_a_torch_tensor():
+    """The original's quirk, replayed: numpy's shuffle swaps rows ``x[i], x[j] = x[j], x[i]``
+    for i = n-1..1 with j uniform on 0..i; on a torch tensor both sides are views, so x[i]
+    becomes a copy of row j and row j stays. ``epoch_order`` must give that very result for
+    its own draws of j."""
+    ae = AutoEncoder("taxons", frame_size=32, seed=5)
+    n = 500
+    order = ae.epoch_order(n, "tensor_swap")
+    assert order[0] == 0 and np.all(order <= np.arange(n)) and np.all(order >= 0)
+    x = torch.arange(n).unsqueeze(1).repeat(1, 3)
+    for i in range(n - 1, 0, -1):
+        j = int(order[i])
+        x[i], x[j] = x[j], x[i]
+    np.testing.assert_array_equal(x[:, 0].numpy(), order)
+    np.testing.assert_array_equal(x[:, 2].numpy(), order)
+    # Row m survives with probability 1 - m/n: (n + 1) / 2 distinct rows expected, and the
+    # last tenth of the rows (where the archive's frames sit) keeps about 5 % of its share.
+    orders = np.stack([ae.epoch_order(n, "tensor_swap") for _ in range(200)])
+    distinct = np.mean([len(np.unique(o)) for o in orders])
+    assert distinct == pytest.approx((n + 1) / 2, rel=0.02)
+    assert np.mean(orders >= 0.9 * n) == pytest.approx(0.1 * 0.053, rel=0.1)
+    perm = ae.epoch_order(n)
+    np.testing.assert_array_equal(np.sort(perm), np.arange(n))
+    with pytest.raises(ValueError, match="shuffle must be one of"):
+        ae.train_epochs(maze_frames(4, 0), epochs=1, shuffle="numpy")

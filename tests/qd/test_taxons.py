@@ -282,3 +282,20 @@ def test_checkpoint_from_before_on_error_loads():
     state["config"]["taxons"]["pop_size"] = 30
     with pytest.raises(ValueError, match="different config"):
         other.load_state_dict(state)
+
+
+def test_shuffle_option_reaches_the_training(monkeypatch):
+    from qd.autoencoder import AutoEncoder
+
+    seen = []
+    order = AutoEncoder.epoch_order
+
+    def spy(self, n, shuffle="permutation"):
+        seen.append((n, shuffle))
+        return order(self, n, shuffle)
+
+    monkeypatch.setattr(AutoEncoder, "epoch_order", spy)
+    tr = Taxons(small_config(budget=80, train_interval=3, shuffle="tensor_swap"))
+    run(tr, SerialExecutor())
+    # One epoch at the end of generation 3: generations 0-3's frames plus the archive's.
+    assert seen == [(4 * 20 + len(tr.archive), "tensor_swap")]
