@@ -7,9 +7,10 @@ compiled path renders its scene here as ``(3, S, S)`` uint8 frames, S = 64 (32 a
 TAXONS divides by the maximum pixel value):
 
 - **HardMaze**: the maze (white floor, black walls, red goal discs) and the robot as a blue
-  disc of ``HARDMAZE_MARKER`` world units radius. (The original render draws it 6 units wide;
-  at 64 x 64 the robot body itself would cover about 3 pixels out of 4096, too little for a
-  mean-squared reconstruction loss to notice, so the marker is drawn at twice the body radius.)
+  disc of ``HARDMAZE_MARKER`` = 20 world units radius, twice the body's. (The original render
+  draws a disc of 2 map pixels' radius, 6 world units, ``ORIGINAL_HARDMAZE_MARKER``: about 1
+  pixel of 4096 at 64 x 64, too little for a mean-squared reconstruction loss to notice.)
+  ``marker`` (``ObservationItem.marker``, TAXONS's ``taxons.robot_marker``) sets the radius.
 - **Curling**: the table (black, red goals, grey walls), both arm links (dark grey) and the
   blue ball, y up as the original render. Black, not white: the original's ``rgb_array`` view
   (the one TAXONS and STAX learn from) paints onto a fresh, unfilled pygame surface, and only its
@@ -56,6 +57,7 @@ __all__ = [
     "ARM_HALF_WIDTH",
     "FRAME_SIZES",
     "HARDMAZE_MARKER",
+    "ORIGINAL_HARDMAZE_MARKER",
     "ObservationItem",
     "arm_frames",
     "background",
@@ -67,6 +69,7 @@ __all__ = [
 
 FRAME_SIZES = (32, 64)
 HARDMAZE_MARKER = 20.0
+ORIGINAL_HARDMAZE_MARKER = 6.0
 ARM_HALF_WIDTH = 0.012
 SUPERSAMPLE = 4
 _BACKGROUND_SCALE = 8
@@ -147,17 +150,22 @@ def _points(arr: np.ndarray, name: str, shape_tail: tuple[int, ...]) -> np.ndarr
     return a
 
 
-def hardmaze_frames(positions: np.ndarray, size: int = 64) -> np.ndarray:
-    """(n, 3, size, size) frames of robots at world ``positions`` (n, 2) (y down)."""
+def hardmaze_frames(
+    positions: np.ndarray, size: int = 64, marker: float = HARDMAZE_MARKER
+) -> np.ndarray:
+    """(n, 3, size, size) frames of robots at world ``positions`` (n, 2) (y down), each drawn
+    as a disc of ``marker`` world units radius."""
     from envs import hardmaze
 
     size = _check_size(size)
+    if not (math.isfinite(marker) and marker > 0.0):
+        raise ValueError(f"the robot marker's radius must be > 0 world units, got {marker!r}")
     pos = _points(positions, "HardMaze positions", (2,))
     scale = size / hardmaze.WORLD_SIZE
     # The maze image spans [-1.5, 598.5] world units (envs.hardmaze.MAP_EXTENT).
     params = np.zeros((len(pos), 1, 5))
     params[:, 0, :2] = (pos - hardmaze.MAP_EXTENT[0]) * scale
-    params[:, 0, 2] = HARDMAZE_MARKER * scale
+    params[:, 0, 2] = marker * scale
     return _paint(_HARDMAZE, size, [raster.DISC], params, [_ROBOT_COLOR])
 
 
@@ -218,6 +226,7 @@ class ObservationItem:
     frame_size: int = 64
     samples: int = 1
     path_every: int = 0
+    marker: float = HARDMAZE_MARKER  # HardMaze only: the robot disc's radius, world units
 
 
 def _rollout_hardmaze(item: ObservationItem, max_steps: int, kwargs: dict) -> dict:
@@ -237,7 +246,7 @@ def _rollout_hardmaze(item: ObservationItem, max_steps: int, kwargs: dict) -> di
     traj = out["trajectory"]
     at = traj[:, steps // every]
     n, k = at.shape[:2]
-    frames = hardmaze_frames(at.reshape(-1, 2), item.frame_size)
+    frames = hardmaze_frames(at.reshape(-1, 2), item.frame_size, item.marker)
     result = {
         "frames": frames.reshape(n, k, 3, item.frame_size, item.frame_size),
         "gt": out["descriptor"],
@@ -313,7 +322,7 @@ def observe_item(item: ObservationItem) -> dict:
             f"the controller {item.controller.hidden} needs {expected}"
         )
     item = ObservationItem(
-        key, item.controller, genomes, item.frame_size, item.samples, item.path_every
+        key, item.controller, genomes, item.frame_size, item.samples, item.path_every, item.marker
     )
     kwargs = dict(key.env_kwargs)
     if key.env_id == _HARDMAZE:

@@ -80,7 +80,7 @@ from typing import Literal
 
 import numpy as np
 
-from envs.observations import ObservationItem, observe_item
+from envs.observations import HARDMAZE_MARKER, ObservationItem, observe_item
 from envs.qd_task import QDTask
 from kernels.knn import knn_novelty
 from qd.autoencoder import AutoEncoder
@@ -122,6 +122,9 @@ class TaxonsParams:
     # the archive's mostly lost); see qd.autoencoder.AutoEncoder.epoch_order.
     shuffle: Literal["permutation", "tensor_swap"] = "permutation"
     frame_size: Literal[32, 64] = 64
+    # HardMaze frames only: the robot's disc radius in world units (20, twice the body; the
+    # original's render: 6; envs.observations).
+    robot_marker: float = field(default=HARDMAZE_MARKER, metadata={"gt": 0.0})
     latent: int = field(default=10, metadata={"ge": 1})
     learning_rate: float = field(default=1e-3, metadata={"gt": 0.0})
     # "cpu" by default; "auto" uses CUDA when present.
@@ -339,7 +342,11 @@ class Taxons:
         t = self.config.taxons
         items = [
             ObservationItem(
-                self.task_key, self.controller, genomes[s : s + t.genomes_per_item], t.frame_size
+                self.task_key,
+                self.controller,
+                genomes[s : s + t.genomes_per_item],
+                t.frame_size,
+                marker=t.robot_marker,
             )
             for s in range(0, len(genomes), t.genomes_per_item)
         ]

@@ -6,6 +6,8 @@ import pytest
 from envs import curling as curling_env
 from envs import redundant_arm as arm_env
 from envs.observations import (
+    HARDMAZE_MARKER,
+    ORIGINAL_HARDMAZE_MARKER,
     ObservationItem,
     arm_frames,
     background,
@@ -128,6 +130,19 @@ def test_sample_steps():
     np.testing.assert_array_equal(sample_steps(2000, 4), [500, 1000, 1500, 2000])
     with pytest.raises(ValueError, match="samples"):
         sample_steps(10, 0)
+
+
+@pytest.mark.parametrize("marker", [ORIGINAL_HARDMAZE_MARKER, HARDMAZE_MARKER, 40.0])
+def test_hardmaze_marker_covers_its_disc(marker):
+    """The robot's ink (the red channel's drop from the white floor, in pixels) is the area of
+    a disc of ``marker`` world units at 64x64: ~1.3 px for the original's 6, ~14 px for 20."""
+    pos = np.array([[300.0, 200.0]])
+    f = hardmaze_frames(pos, 64, marker).astype(float)
+    floor = background("sparserl/HardMaze-v0", 64)[..., 0]
+    ink = float(np.sum(floor - f[0, 0]) / 255.0)
+    assert ink == pytest.approx(np.pi * (marker * 64 / 600) ** 2, rel=0.2)
+    with pytest.raises(ValueError, match="marker"):
+        hardmaze_frames(pos, 64, 0.0)
 
 
 def test_bad_input_is_named():

@@ -299,3 +299,17 @@ def test_shuffle_option_reaches_the_training(monkeypatch):
     run(tr, SerialExecutor())
     # One epoch at the end of generation 3: generations 0-3's frames plus the archive's.
     assert seen == [(4 * 20 + len(tr.archive), "tensor_swap")]
+
+
+def test_robot_marker_option_reaches_the_frames():
+    from envs.observations import background
+
+    floor = background("sparserl/HardMaze-v0", 32)[..., 0]
+    ink = {}
+    for marker in (6.0, 20.0):
+        tr = Taxons(small_config("nt", budget=20, robot_marker=marker))
+        run(tr, SerialExecutor())
+        frames = tr.archive["frames"].astype(float)
+        ink[marker] = float(np.mean(np.clip(floor - frames[:, 0], 0, None).sum(axis=(1, 2))))
+    # Disc areas at 32x32: 0.32 px against 3.6 px (walls under the robot hide some ink).
+    assert 0.0 < ink[6.0] < 0.3 * ink[20.0]
