@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -321,9 +321,7 @@ def observe_item(item: ObservationItem) -> dict:
             f"{key.env_id}: genome of size {genomes.shape[1]}, "
             f"the controller {item.controller.hidden} needs {expected}"
         )
-    item = ObservationItem(
-        key, item.controller, genomes, item.frame_size, item.samples, item.path_every, item.marker
-    )
+    item = replace(item, genomes=genomes)
     kwargs = dict(key.env_kwargs)
     if key.env_id == _HARDMAZE:
         return _rollout_hardmaze(item, task.max_steps, kwargs)

@@ -84,12 +84,15 @@ def distinguish(curves: list[RunCurve]) -> list[RunCurve]:
     by_base: dict[str, list[RunCurve]] = {}
     for c in curves:
         by_base.setdefault(c.label, []).append(c)
+    differing: dict[str, list[str]] = {}
+    for base, peers in by_base.items():
+        keys = dict.fromkeys(k for p in peers for k in p.settings)
+        differing[base] = [
+            k for k in keys if len({repr(p.settings.get(k, "-")) for p in peers}) > 1
+        ]
     out = []
     for c in curves:
-        peers = by_base[c.label]
-        keys = list(dict.fromkeys(k for p in peers for k in p.settings))
-        differing = [k for k in keys if len({repr(p.settings.get(k, "-")) for p in peers}) > 1]
-        parts = [f"{k}={_show(c.settings.get(k, '-'))}" for k in differing]
+        parts = [f"{k}={_show(c.settings.get(k, '-'))}" for k in differing[c.label]]
         out.append(replace(c, label=" ".join([c.label, *parts])))
     return out
 
