@@ -9,6 +9,13 @@ Per-action rather than a joint (state, action) encoding, because:
   state once and reads any action's regressor from the same (index, value) pairs;
 - the price is no generalisation across actions, small with so few actions.
 
+``actions = "joint"`` is the alternative, measured: one regressor on [phi(s), phi(s) placed in
+action a's block] (d (A + 1) features, 2k active), so the shared block learns what every action
+does alike and the action blocks what differs. On Acrobot's planner batches it cut the
+next-state error of imagined transitions by about 20 % (on actions not taken in the replay as
+much as on taken ones) at 4.6x the update cost (a 2k x 2k solve); BENCHMARKS.md, "How wrong
+are the imagined targets".
+
 Each transition is learned once, when it happens (single pass, no replay of real data), by the
 exact sparse FTL update of `kernels.losse`. Inputs are the normalised states (see
 `agents.world_model`) times ``input_scale`` (default 1: on 5,000 random Acrobot transitions
@@ -39,6 +46,8 @@ class LosseParams:
     # loss, which keeps early data's fit (kernels.losse).
     ridge: Literal["mean", "sum"] = "mean"
     input_scale: float = field(default=1.0, metadata={"gt": 0})
+    # "separate": one regressor per action; "joint": one on shared + per-action features
+    actions: Literal["separate", "joint"] = "separate"
 
 
 class LosseWorldModel:
@@ -57,14 +66,37 @@ class LosseWorldModel:
         self.encoder = LosseEncoder(
             bounds.dim, params.num_grids, params.num_bins, params.bin_dim, rng
         )
+        if params.actions not in ("separate", "joint"):
+            raise ValueError(f"losse.actions must be 'separate' or 'joint', got {params.actions!r}")
+        joint = params.actions == "joint"
         self.regressors = [
-            SparseFTL(self.encoder.dim, bounds.dim + 2, params.eps, ridge=params.ridge)
-            for _ in range(n_actions)
+            SparseFTL(
+                self.encoder.dim * (n_actions + 1 if joint else 1),
+                bounds.dim + 2,
+                params.eps,
+                ridge=params.ridge,
+            )
+            for _ in range(1 if joint else n_actions)
         ]
 
     def features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The sparse (index, value) features of normalised inputs ``x`` (n, d_in)."""
         return self.encoder.encode(self.params.input_scale * x)
+
+    def _blocks(
+        self, x: np.ndarray, action: np.ndarray
+    ) -> list[tuple[SparseFTL, np.ndarray, np.ndarray, np.ndarray]]:
+        """(regressor, rows, idx, val) for each regressor that the rows of (x, action) use."""
+        idx, val = self.features(x)
+        if self.params.actions == "joint":
+            own = idx + (action[:, None] + 1) * self.encoder.dim
+            rows = np.arange(x.shape[0])
+            return [(self.regressors[0], rows, np.hstack([idx, own]), np.hstack([val, val]))]
+        out = []
+        for a in np.unique(action):
+            rows = np.flatnonzero(action == a)
+            out.append((self.regressors[a], rows, idx[rows], val[rows]))
+        return out
 
     def _check_actions(self, action: np.ndarray, n: int) -> np.ndarray:
         action = np.asarray(action).reshape(-1)
@@ -85,19 +117,15 @@ class LosseWorldModel:
         """Learn one transition (or a batch, one after another)."""
         x, y = model_targets(self.bounds, obs, reward, next_obs, terminated)
         action = self._check_actions(action, x.shape[0])
-        idx, val = self.features(x)
-        for a in np.unique(action):
-            rows = np.flatnonzero(action == a)
-            self.regressors[a].update(idx[rows], val[rows], y[rows])
+        for regressor, rows, idx, val in self._blocks(x, action):
+            regressor.update(idx, val, y[rows])
 
     def predict_normalized(self, x: np.ndarray, action: np.ndarray) -> np.ndarray:
         """Targets [delta, reward, terminated] predicted for normalised states x (n, dim)."""
         action = self._check_actions(action, x.shape[0])
-        idx, val = self.features(x)
         out = np.empty((x.shape[0], self.bounds.dim + 2))
-        for a in np.unique(action):
-            rows = np.flatnonzero(action == a)
-            out[rows] = self.regressors[a].predict(idx[rows], val[rows])
+        for regressor, rows, idx, val in self._blocks(x, action):
+            out[rows] = regressor.predict(idx, val)
         return out
 
     def predict(

@@ -111,6 +111,32 @@ def test_losse_model_keeps_actions_apart():
         model.update(obs, [2], [1.0], obs, [0.0])
 
 
+def test_joint_losse_model_shares_a_block_between_actions():
+    bounds = ObservationBounds(-np.ones(2), np.ones(2))
+    model = LosseWorldModel(bounds, 2, LosseParams(actions="joint"), np.random.default_rng(0))
+    assert len(model.regressors) == 1 and model.regressors[0].dim == 3 * model.encoder.dim
+    obs = np.zeros((1, 2))
+    model.update(obs, [0], [1.0], obs + 0.1, [0.0])
+    # the shared and the own block see the same features, so the ridge splits the reward
+    # between them: action 1, which shares only the first, is told half of it
+    r0, r1 = model.predict_normalized(obs, [0])[0, -2], model.predict_normalized(obs, [1])[0, -2]
+    assert r0 == pytest.approx(1.0, abs=1e-3) and r1 == pytest.approx(0.5, abs=1e-3)
+    # and on the oscillator it learns each action's own push in one pass
+    data, held = _transitions(3000), _transitions(300, seed=1)
+    model = LosseWorldModel(bounds, 2, LosseParams(actions="joint"), np.random.default_rng(0))
+    model.update(data["obs"], data["action"], data["reward"], data["next_obs"], data["terminated"])
+    naive = np.mean((held["next_obs"] - held["obs"]) ** 2 / 4)
+    assert heldout_errors(model, held)["model_error_state"] < 0.01 * naive
+    clone = LosseWorldModel(bounds, 2, LosseParams(actions="joint"), np.random.default_rng(9))
+    clone.load_state_dict(pickle.loads(pickle.dumps(model.state_dict())))
+    np.testing.assert_array_equal(
+        model.predict_normalized(held["obs"], held["action"]),
+        clone.predict_normalized(held["obs"], held["action"]),
+    )
+    with pytest.raises(ValueError, match="losse.actions must be 'separate' or 'joint'"):
+        LosseWorldModel(bounds, 2, LosseParams(actions="both"), np.random.default_rng(0))
+
+
 @pytest.mark.parametrize("mode", ["replay", "online"])
 def test_nn_model_trains_and_reloads(mode):
     data = _transitions(1200)
