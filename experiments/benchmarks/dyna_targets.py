@@ -7,7 +7,8 @@ One Dyna run of ``experiments/configs/dyna_<task>.toml`` (with ``--set`` overrid
 world model as configured) drives the data: every real transition its model learns is also
 learned, once and in the same order, by each model of ``--models`` (``losse``: the config's
 Losse model on another projection draw, ``losse-joint``: the same with ``actions = "joint"``,
-``nn_replay``, ``nn_online``), so all models see the same stream. Every ``--every`` steps the
+``nn_replay``, ``nn_online``; the Losse ones on one projection draw), so all models see the
+same stream. Every ``--every`` steps the
 planner's own kind of batch is drawn: ``--starts`` start states from the real replay, actions
 epsilon-greedy under the current Q-network, and the true outcome of each comes from the
 simulator set to that state (classic control: the state is a function of the observation).
@@ -137,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     trainer = DynaTrainer(config)
     joint = config.dyna.model == "losse" and config.losse.actions == "joint"
     run_name = f"{config.dyna.model}{'-joint' if joint else ''} (the run's)"
-    shadows = {name: make_model(name, trainer, seed=1000 + i) for i, name in enumerate(args.models)}
+    # one seed for every listed model: the Losse ones share a projection draw (another than
+    # the run's own model's), so "losse" and "losse-joint" differ by the encoding alone
+    shadows = {name: make_model(name, trainer, seed=args.seed + 1000) for name in args.models}
     cost = dict.fromkeys(shadows, 0.0)
     learn = trainer.on_transition
 
