@@ -6,17 +6,17 @@
 One Dyna run of ``experiments/configs/dyna_<task>.toml`` (with ``--set`` overrides; its own
 world model as configured) drives the data: every real transition its model learns is also
 learned, once and in the same order, by each model of ``--models`` (``losse``: the config's
-Losse model on another projection draw, ``losse-joint``: the same with ``actions = "joint"``,
-``nn_replay``, ``nn_online``; the Losse ones on one projection draw), so all models see the
-same stream. Every ``--every`` steps the
-planner's own kind of batch is drawn: ``--starts`` start states from the real replay, actions
-epsilon-greedy under the current Q-network, and the true outcome of each comes from the
-simulator set to that state (classic control: the state is a function of the observation).
-Per model: the normalised next-state MSE, the Brier score of the termination probability, and
-the error of the DQN target the imagined transition gives, r + gamma (1 - p) max_a Q_target(s'),
-against the true one (mean absolute error and mean, i.e. bias); over all starts and split by
-whether the imagined action is the one the replay took there ("other": (s, a) pairs the model
-may never have seen). Update cost: CPU milliseconds per model update.
+Losse model, ``losse-joint``: the same with ``actions = "joint"``, both on one projection draw
+other than the run's own model's; ``nn_replay``, ``nn_online``), so all models see the same
+stream. Every ``--every`` steps the planner's own kind of batch is drawn: ``--starts`` start
+states from the real replay, actions epsilon-greedy under the current Q-network, and the true
+outcome of each comes from the simulator set to that state (classic control: the state is a
+function of the observation). Per model: the normalised next-state MSE, the Brier score of the
+termination probability, and the error of the DQN target the imagined transition gives,
+r + gamma (1 - p) max_a Q_target(s'), against the true one (mean absolute error and mean, i.e.
+bias); over all starts and split by whether the imagined action is the one the replay took
+there ("other": (s, a) pairs the model may never have seen). Update cost: CPU milliseconds per
+model update.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def state_of(task_id: str, obs: np.ndarray) -> np.ndarray:
         )
     if task_id in ("CartPole-v1", "MountainCar-v0"):
         return np.asarray(obs, np.float64)
-    raise SystemExit(f"no simulator state for {task_id!r}: Acrobot, CartPole, MountainCar only")
+    raise ValueError(f"no simulator state for {task_id!r}: Acrobot, CartPole, MountainCar only")
 
 
 def true_outcomes(
