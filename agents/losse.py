@@ -14,7 +14,8 @@ action a's block] (d (A + 1) features, 2k active), so the shared block learns wh
 does alike and the action blocks what differs. On Acrobot's planner batches (3 seeds, 50k
 steps) it cut the next-state error of imagined transitions by 18 % (19 % on actions the replay
 did not take there) and the DQN target error by 6 %, at 4.7x the update cost (a 2k x 2k
-solve): BENCHMARKS.md, "How wrong are the imagined targets".
+solve), and left Dyna's return on Acrobot where it was (5 seeds): BENCHMARKS.md, "How wrong
+are the imagined targets".
 
 Each transition is learned once, when it happens (single pass, no replay of real data), by the
 exact sparse FTL update of `kernels.losse`. Inputs are the normalised states (see
