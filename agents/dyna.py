@@ -133,16 +133,19 @@ class DynaTrainer(DQNTrainer):
         dyna = self.config.dyna
         starts = max(1, round(dyna.rollouts_per_step * self.config.dqn.train_every))
         obs = self.replay.sample(starts, self.plan_rng)["obs"].astype(np.float64)
-        eps = self.epsilon()
         for _ in range(dyna.horizon):
-            greedy = self.learner.greedy(obs)
-            explore = self.plan_rng.random(len(obs)) < eps
-            action = np.where(explore, self.plan_rng.integers(0, self.n_actions, len(obs)), greedy)
+            action = self.planning_actions(obs, self.plan_rng)
             next_obs, reward, p_terminated = imagine(self.model, obs, action)
             self.imagined.add(obs, action, reward, next_obs, p_terminated)
             obs = next_obs[p_terminated < 0.5]
             if len(obs) == 0:
                 break
+
+    def planning_actions(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The actions imagination takes from ``obs``: epsilon-greedy under the current Q."""
+        greedy = self.learner.greedy(obs)
+        explore = rng.random(len(obs)) < self.epsilon()
+        return np.where(explore, rng.integers(0, self.n_actions, len(obs)), greedy)
 
     def iteration_start(self) -> None:
         self._iteration_seconds = (self.model_seconds, self.planning_seconds)

@@ -32,7 +32,7 @@ import torch
 from agents.dyna import DynaTrainer
 from agents.losse import LosseWorldModel
 from agents.nn_world_model import NNWorldModel
-from agents.world_model import WorldModel, bounds_for
+from agents.world_model import WorldModel, bounds_for, imagine
 from experiments.registry import load_config
 
 MODELS = ("losse", "losse-joint", "nn_replay", "nn_online")
@@ -77,17 +77,15 @@ def make_model(name: str, trainer: DynaTrainer, seed: int) -> WorldModel:
 def score(
     model: WorldModel, trainer: DynaTrainer, batch: dict[str, np.ndarray], taken: np.ndarray
 ) -> dict[str, float]:
-    x = model.bounds.normalize(batch["obs"], count=False)
+    pred_obs, reward, p_end = imagine(model, batch["obs"], batch["action"])
+    pred_x = model.bounds.normalize(pred_obs, count=False)
     next_x = model.bounds.normalize(batch["next_obs"], count=False)
-    y = model.predict_normalized(x, batch["action"])
-    pred_x = np.clip(x + y[:, :-2], -1.0, 1.0)
-    p_end = np.clip(y[:, -1], 0.0, 1.0)
     with torch.no_grad():
         q = trainer.learner.target
-        both = np.concatenate([model.bounds.denormalize(pred_x), batch["next_obs"]])
+        both = np.concatenate([pred_obs, batch["next_obs"]])
         next_q = q(torch.as_tensor(both, dtype=torch.float32)).max(dim=1).values.numpy()
-    n, gamma = len(x), trainer.config.dqn.gamma
-    imagined = y[:, -2] + gamma * (1.0 - p_end) * next_q[:n]
+    n, gamma = len(pred_obs), trainer.config.dqn.gamma
+    imagined = reward + gamma * (1.0 - p_end) * next_q[:n]
     true = batch["reward"] + gamma * (1.0 - batch["terminated"]) * next_q[n:]
     out: dict[str, float] = {}
     for part, rows in (("all", slice(None)), ("taken", taken), ("other", ~taken)):
@@ -105,9 +103,7 @@ def planner_batch(
     """Start states from the replay, epsilon-greedy actions, true outcomes; and whether each
     action is the one the replay took."""
     drawn = trainer.replay.sample(starts, rng)
-    greedy = trainer.learner.greedy(drawn["obs"])
-    explore = rng.random(starts) < trainer.epsilon()
-    action = np.where(explore, rng.integers(0, trainer.n_actions, starts), greedy)
+    action = trainer.planning_actions(drawn["obs"], rng)
     task_id = trainer.config.env.id
     nxt, reward, terminated = true_outcomes(sim, task_id, drawn["obs"], action)
     batch = {
