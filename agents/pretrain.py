@@ -44,6 +44,7 @@ from agents.vicreg import (
     COEFFICIENT_PRESETS,
     Projector,
     TOVHead,
+    draw_views,
     make_augmentations,
     tov_loss,
     vicreg_terms,
@@ -241,14 +242,8 @@ class TOVVICRegModel(nn.Module):
         """Unweighted terms (``inv``, ``var``, ``cov`` and, with neighbours, ``tov``,
         ``tov_acc``) and ``r_std`` (mean over dimensions of the backbone std, a collapse gauge).
         Inputs are uint8 (B, 3, 84, 84) on the model's device."""
-        aug1, aug2, aug3 = self.augment
-        with torch.random.fork_rng(devices=[]):
-            # kornia draws from the global generator: seed it per step for exact resume.
-            torch.random.default_generator.manual_seed(step_seed)
-            x_t = o_t.float() / 255.0
-            views = [aug1(x_t), aug2(x_t)]
-            if o_prev is not None:
-                views += [aug3(o_prev.float() / 255.0), aug3(o_next.float() / 255.0)]
+        neighbours = None if o_prev is None else (o_prev, o_next)
+        views = draw_views(self.augment, step_seed, o_t, neighbours)
         n = len(o_t)
         device_type = o_t.device.type
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from agents.frames import FrameDataset
-from agents.vicreg import AUGMENTATIONS, make_augmentations
+from agents.vicreg import AUGMENTATIONS, draw_views, make_augmentations
 
 # AtariARI RAM addresses (single bytes) for the paper's games that AtariARI annotates.
 RAM_VARIABLES: dict[str, dict[str, int]] = {
@@ -182,11 +182,9 @@ def augmented_views(
     stacks: np.ndarray, seed: int, kind: str = "byol"
 ) -> tuple[np.ndarray, np.ndarray]:
     """The two pretraining views of o_t (aug1, aug2) of uint8 stacks, float in [0, 1]."""
-    aug1, aug2, _ = make_augmentations(stacks.shape[-1], kind)
-    with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(seed)
-        x = torch.from_numpy(np.ascontiguousarray(stacks)).float() / 255.0
-        return aug1(x).numpy(), aug2(x).numpy()
+    augment = make_augmentations(stacks.shape[-1], kind)
+    v1, v2 = draw_views(augment, seed, torch.from_numpy(np.ascontiguousarray(stacks)))
+    return v1.numpy(), v2.numpy()
 
 
 def view_gap(a: np.ndarray, b: np.ndarray) -> float:

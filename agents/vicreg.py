@@ -189,3 +189,23 @@ def make_augmentations(
     )
     aug3 = nn.Sequential(*jitter())
     return aug1, aug2, aug3
+
+
+def draw_views(
+    augment: tuple[nn.Module, nn.Module, nn.Module],
+    seed: int,
+    o_t: torch.Tensor,
+    neighbours: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """The pretraining views of uint8 (B, 3, H, W) stacks, float in [0, 1]: aug1(o_t), aug2(o_t)
+    and, given the neighbours (o_{t-3}, o_{t+3}), aug3 of each. kornia draws from torch's global
+    generator: it is seeded with ``seed`` inside a forked state, so a step's views are a function
+    of its seed (exact resume) and the caller's random state is left alone."""
+    aug1, aug2, aug3 = augment
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        x_t = o_t.float() / 255.0
+        views = [aug1(x_t), aug2(x_t)]
+        if neighbours is not None:
+            views += [aug3(o.float() / 255.0) for o in neighbours]
+    return views
