@@ -27,7 +27,7 @@ import numpy as np
 from agents.losse import LosseParams, LosseWorldModel
 from agents.nn_world_model import NNModelParams, NNWorldModel
 from agents.world_model import bounds_for
-from experiments.benchmarks.losse_forgetting import online, record
+from experiments.benchmarks.transitions import online, record
 
 DEFAULT_SPECS = ("50,5,2", "25,5,3", "13,5,4", "6,5,5", "6,7,5")
 

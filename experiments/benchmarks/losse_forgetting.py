@@ -29,35 +29,17 @@ from __future__ import annotations
 import argparse
 import time
 
-import gymnasium as gym
 import numpy as np
 
 from agents.losse import LosseParams, LosseWorldModel
 from agents.nn_world_model import NNModelParams, NNWorldModel
 from agents.world_model import ObservationBounds, heldout_errors, model_targets
+from experiments.benchmarks.transitions import online, record, take
 from kernels.losse import ridge_ftl_solution
 
 LOW = np.array([-2.5, -4.0, -0.25, -4.0])  # dyna_cartpole.toml's obs_low / obs_high
 HIGH = np.array([2.5, 4.0, 0.25, 4.0])
 CHECKS = (2_000, 5_000, 10_000, 20_000, 30_000, 45_000)
-FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
-
-
-def record(env_id: str, steps: int, seed: int, policy) -> dict[str, np.ndarray]:
-    """``steps`` transitions of ``env_id`` (episodes reset with seeds drawn from ``seed``), the
-    action of step t being ``policy(t, obs, rng)``."""
-    rng = np.random.default_rng(seed)
-    env = gym.make(env_id)
-    obs, _ = env.reset(seed=seed)
-    rows = []
-    for t in range(steps):
-        action = policy(t, obs, rng)
-        nxt, reward, term, trunc, _ = env.step(action)
-        rows.append((obs, action, reward, nxt, float(term)))
-        obs = nxt
-        if term or trunc:
-            obs, _ = env.reset(seed=int(rng.integers(2**31)))
-    return {f: np.array([r[i] for r in rows]) for i, f in enumerate(FIELDS)}
 
 
 def stream(steps: int, shift: int, seed: int) -> dict[str, np.ndarray]:
@@ -69,19 +51,6 @@ def stream(steps: int, shift: int, seed: int) -> dict[str, np.ndarray]:
         return int(obs[2] + 0.5 * obs[3] + 0.05 * obs[1] > 0)
 
     return record("CartPole-v1", steps, seed, policy)
-
-
-def take(data: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[rows] for k, v in data.items()}
-
-
-def online(model, train: dict[str, np.ndarray], held: dict, checks: list[int]) -> list[dict]:
-    out = []
-    for n in range(len(train["obs"])):
-        model.update(*(train[f][n : n + 1] for f in FIELDS))
-        if n + 1 in checks:
-            out.append(heldout_errors(model, held))
-    return out
 
 
 class ExactFTL:
