@@ -133,11 +133,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from qd.compare import compare, format_summary, load_curve, summarise
+    from qd.compare import compare, format_summary
 
-    path = compare(args.run_dirs, args.metric, args.out)
-    curves = [load_curve(d, args.metric) for d in args.run_dirs]
-    print(format_summary(summarise(curves), args.metric))
+    path, summary = compare(args.run_dirs, args.metric, args.out)
+    print(format_summary(summary, args.metric))
     print(f"plot: {path}")
     return 0
 

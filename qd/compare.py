@@ -130,8 +130,11 @@ def summarise(curves: list[RunCurve]) -> dict[str, dict[str, float]]:
     return out
 
 
-def compare(run_dirs: list[str | Path], metric: str, out: str | Path) -> Path:
-    """Draw ``metric`` against evaluations for the runs, grouped, into the image ``out``."""
+def compare(
+    run_dirs: list[str | Path], metric: str, out: str | Path
+) -> tuple[Path, dict[str, dict[str, float]]]:
+    """Draw ``metric`` against evaluations for the runs, grouped, into the image ``out``; the
+    image's path and the final figures per group (`summarise`)."""
     if not run_dirs:
         raise ValueError("compare: give at least one run folder")
     out = Path(out)
@@ -156,7 +159,7 @@ def compare(run_dirs: list[str | Path], metric: str, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
-    return out
+    return out, summarise(curves)
 
 
 def format_summary(summary: dict[str, dict[str, float]], metric: str) -> str:

@@ -78,8 +78,9 @@ def test_step_function_on_grid(runs):
 
 
 def test_compare_draws_a_png(runs, tmp_path):
-    out = compare(runs, "coverage", tmp_path / "out" / "coverage.png")
+    out, summary = compare(runs, "coverage", tmp_path / "out" / "coverage.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
+    assert summary == summarise([load_curve(r, "coverage") for r in runs])
 
 
 def test_bad_input(runs, tmp_path):
