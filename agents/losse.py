@@ -86,13 +86,13 @@ class LosseWorldModel:
 
     def _blocks(
         self, x: np.ndarray, action: np.ndarray
-    ) -> list[tuple[SparseFTL, np.ndarray, np.ndarray, np.ndarray]]:
-        """(regressor, rows, idx, val) for each regressor that the rows of (x, action) use."""
+    ) -> list[tuple[SparseFTL, np.ndarray | slice, np.ndarray, np.ndarray]]:
+        """(regressor, rows, idx, val) for each regressor that the rows of (x, action) use
+        (``rows`` indexes the batch: all of it for the joint regressor)."""
         idx, val = self.features(x)
         if self.params.actions == "joint":
             own = idx + (action[:, None] + 1) * self.encoder.dim
-            rows = np.arange(x.shape[0])
-            return [(self.regressors[0], rows, np.hstack([idx, own]), np.hstack([val, val]))]
+            return [(self.regressors[0], slice(None), np.hstack([idx, own]), np.hstack([val, val]))]
         out = []
         for a in np.unique(action):
             rows = np.flatnonzero(action == a)
