@@ -1,23 +1,32 @@
 """Does a world model learned online keep what it learned early? Losse vs neural networks.
 
-    python -m experiments.benchmarks.losse_forgetting [--steps 47500] [--shift 2500] [--seed 0]
+    python -m experiments.benchmarks.losse_forgetting [--task cartpole] [--steps 47500]
+        [--shift 2500] [--seed 0] [--no-exact]
 
-One fixed CartPole-v1 stream with a covariate shift, fed to every model one transition at a
-time: the first ``--shift`` steps follow the random policy, the rest a balancing controller
-(push towards the pole's lean, ``theta + 0.5 theta_dot + 0.05 x_dot > 0``) with 10 % random
-actions, whose long episodes visit a much narrower set of states. Every 5th transition of the
-random phase (500 in all) is held out and never learned; the error on them (normalised
-next-state MSE, and the rate of wrong termination predictions) is measured at fixed numbers of
-transitions learned. A model that does not forget keeps that error from rising once the data
-stop coming from there.
+One fixed stream with a covariate shift, fed to every model one transition at a time: the first
+``--shift`` steps follow the random policy, the rest a hand-written controller with 10 % random
+actions, which visits a much narrower (or another) set of states:
 
-Models (the world models of `agents`, bounds as ``dyna_cartpole.toml``):
+- ``cartpole``: balancing, push towards the pole's lean (``theta + 0.5 theta_dot + 0.05 x_dot >
+  0``); long episodes near upright;
+- ``acrobot``: energy pumping, torque along the swing (``+1 if dtheta1 + 0.3 dtheta2 > 0`` else
+  ``-1``); reaches the goal line in about 240 steps, far from the random policy's small swings;
+- ``mountaincar``: push along the velocity (``right if v > 0`` else left); reaches the flag in
+  about 100-150 steps, over the whole track.
+
+Every 5th transition of the random phase (500 in all) is held out and never learned; the error
+on them (normalised next-state MSE, and the rate of wrong termination predictions) is measured
+at fixed numbers of transitions learned. A model that does not forget keeps that error from
+rising once the data stop coming from there.
+
+Models (the world models of `agents`, with the bounds and settings of
+``experiments/configs/dyna_<task>.toml``):
 
 - Losse, ``ridge="mean"``, eps 1e-5: the original's objective (1/t)|Phi W - Y|^2 + eps |W|^2,
   whose ridge against the summed loss grows as eps * t;
 - Losse, ``ridge="sum"``, eps 1e-3: |Phi W - Y|^2 + eps |W|^2, a fixed ridge;
-- exact ridge FTL with the mean objective (same features, solved on all data at each
-  checkpoint): tells the objective's behaviour from the sparse update's;
+- exact ridge FTL with each objective (same features, solved on all data at each checkpoint):
+  tells the objective's behaviour (and the features') from the sparse update's;
 - NN online (single pass, minibatches of the 16 newest) and NN replay (all data, retrained
   every 250 transitions): `agents.nn_world_model` with the Dyna configs' settings.
 
@@ -28,37 +37,62 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
+import gymnasium as gym
 import numpy as np
 
-from agents.losse import LosseParams, LosseWorldModel
-from agents.nn_world_model import NNModelParams, NNWorldModel
-from agents.world_model import ObservationBounds, heldout_errors, model_targets
+from agents.losse import LosseWorldModel
+from agents.nn_world_model import NNWorldModel
+from agents.world_model import ObservationBounds, bounds_for, heldout_errors, model_targets
 from experiments.benchmarks.transitions import online, record, take
+from experiments.registry import load_config
 from kernels.losse import ridge_ftl_solution
 
-LOW = np.array([-2.5, -4.0, -0.25, -4.0])  # dyna_cartpole.toml's obs_low / obs_high
-HIGH = np.array([2.5, 4.0, 0.25, 4.0])
 CHECKS = (2_000, 5_000, 10_000, 20_000, 30_000, 45_000)
 
 
-def stream(steps: int, shift: int, seed: int) -> dict[str, np.ndarray]:
-    """The transitions of the random-then-balancing CartPole stream."""
+def _balance(obs: np.ndarray) -> int:
+    return int(obs[2] + 0.5 * obs[3] + 0.05 * obs[1] > 0)
+
+
+def _pump(obs: np.ndarray) -> int:
+    return 2 if obs[4] + 0.3 * obs[5] > 0 else 0
+
+
+def _push(obs: np.ndarray) -> int:
+    return 2 if obs[1] > 0 else 0
+
+
+# task: (environment id, the controller after the shift)
+TASKS = {
+    "cartpole": ("CartPole-v1", _balance),
+    "acrobot": ("Acrobot-v1", _pump),
+    "mountaincar": ("MountainCar-v0", _push),
+}
+
+
+def stream(task: str, steps: int, shift: int, seed: int) -> dict[str, np.ndarray]:
+    """The transitions of the random-then-controller stream of ``task``."""
+    env_id, controller = TASKS[task]
+    n_actions = gym.make(env_id).action_space.n
 
     def policy(t: int, obs: np.ndarray, rng: np.random.Generator) -> int:
         if t < shift or rng.random() < 0.1:
-            return int(rng.integers(2))
-        return int(obs[2] + 0.5 * obs[3] + 0.05 * obs[1] > 0)
+            return int(rng.integers(n_actions))
+        return controller(obs)
 
-    return record("CartPole-v1", steps, seed, policy)
+    return record(env_id, steps, seed, policy)
 
 
 class ExactFTL:
-    """The exact minimiser of the mean-ridge objective over the first n transitions, per action,
-    on a Losse model's features (`kernels.losse.ridge_ftl_solution`; dense d x d solves)."""
+    """The exact minimiser of a Losse model's objective (its eps and ridge) over the first n
+    transitions, per action, on its features (`kernels.losse.ridge_ftl_solution`; dense d x d
+    solves)."""
 
-    def __init__(self, losse: LosseWorldModel, eps: float) -> None:
-        self.bounds, self.losse, self.eps = losse.bounds, losse, eps
+    def __init__(self, losse: LosseWorldModel) -> None:
+        self.bounds, self.losse = losse.bounds, losse
+        self.eps, self.ridge = losse.params.eps, losse.params.ridge
         self.weights: np.ndarray | None = None
 
     def fit(self, train: dict[str, np.ndarray], n: int) -> ExactFTL:
@@ -71,7 +105,9 @@ class ExactFTL:
         action = train["action"][:n]
         self.weights = np.stack(
             [
-                ridge_ftl_solution(idx[rows], val[rows], y[rows], self.losse.encoder.dim, self.eps)
+                ridge_ftl_solution(
+                    idx[rows], val[rows], y[rows], self.losse.encoder.dim, self.eps, self.ridge
+                )
                 for rows in (action == a for a in range(self.losse.n_actions))
             ]
         )
@@ -84,6 +120,7 @@ class ExactFTL:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="cartpole", choices=sorted(TASKS))
     p.add_argument("--steps", type=int, default=47_500)
     p.add_argument("--shift", type=int, default=2_500)
     p.add_argument("--seed", type=int, default=0)
@@ -91,30 +128,33 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not 0 < args.shift < args.steps:
         raise SystemExit("need 0 < --shift < --steps")
-    data = stream(args.steps, args.shift, args.seed)
+    config = load_config(f"experiments/configs/dyna_{args.task}.toml", [f"seed={args.seed}"])
+    env = gym.make(config.env.id)
+    n_actions = int(env.action_space.n)
+    data = stream(args.task, args.steps, args.shift, args.seed)
     index = np.arange(args.steps)
     held_rows = index[(index < args.shift) & (index % 5 == 4)][:500]
     held = take(data, held_rows)
     train = take(data, np.setdiff1d(index, held_rows))
     checks = [c for c in CHECKS if c <= len(train["obs"])]
     print(
-        f"CartPole stream: {args.shift} random-policy steps, then {args.steps - args.shift} "
-        f"balancing ones; {len(held_rows)} held out, {len(train['obs'])} learned; seed "
-        f"{args.seed}"
+        f"{config.env.id} stream: {args.shift} random-policy steps, then "
+        f"{args.steps - args.shift} of the controller; {int(data['terminated'].sum())} "
+        f"terminations; {len(held_rows)} held out, {len(train['obs'])} learned; seed {args.seed}"
     )
 
     def bounds() -> ObservationBounds:
-        return ObservationBounds(LOW, HIGH)
+        return bounds_for(env.observation_space, config.env.obs_low, config.env.obs_high)
+
+    def losse(eps: float, ridge: str) -> LosseWorldModel:
+        params = replace(config.losse, eps=eps, ridge=ridge)
+        return LosseWorldModel(bounds(), n_actions, params, np.random.default_rng(args.seed + 1))
 
     models = {
-        "Losse, ridge mean, eps 1e-5": lambda: LosseWorldModel(
-            bounds(), 2, LosseParams(eps=1e-5), np.random.default_rng(args.seed + 1)
-        ),
-        "Losse, ridge sum, eps 1e-3": lambda: LosseWorldModel(
-            bounds(), 2, LosseParams(eps=1e-3, ridge="sum"), np.random.default_rng(args.seed + 1)
-        ),
-        "NN online": lambda: NNWorldModel(bounds(), 2, NNModelParams(), "online", args.seed),
-        "NN replay": lambda: NNWorldModel(bounds(), 2, NNModelParams(), "replay", args.seed),
+        "Losse, ridge mean, eps 1e-5": lambda: losse(1e-5, "mean"),
+        "Losse, ridge sum, eps 1e-3": lambda: losse(1e-3, "sum"),
+        "NN online": lambda: NNWorldModel(bounds(), n_actions, config.nn, "online", args.seed),
+        "NN replay": lambda: NNWorldModel(bounds(), n_actions, config.nn, "replay", args.seed),
     }
     header = "".join(f"{c:>10,d}" for c in checks)
     print(f"\nheld-out next-state MSE after N transitions learned\n{'model':30s}{header}  last/min")
@@ -131,10 +171,10 @@ def main(argv: list[str] | None = None) -> None:
             + f"  {state[-1] / min(state):6.2f}   ({cpu:.0f} CPU-s)"
         )
         done_rows.append((name, [e["model_error_done"] for e in errs]))
-        if name.startswith("Losse, ridge mean") and not args.no_exact:
-            exact = ExactFTL(model, 1e-5)
+        if isinstance(model, LosseWorldModel) and not args.no_exact:
+            exact = ExactFTL(model)
             state = [heldout_errors(exact.fit(train, n), held)["model_error_state"] for n in checks]
-            label = "exact FTL, ridge mean"
+            label = f"exact FTL, ridge {model.params.ridge}"
             print(
                 f"{label:30s}"
                 + "".join(f"{e:10.2e}" for e in state)
