@@ -14,7 +14,6 @@ From the shell (one LABEL=RUN_DIR,RUN_DIR,... per method; prints the table, writ
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -23,20 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_comparison", "plot_run", "read_metrics", "summarize"]
+from envs.run_files import read_metrics  # noqa: E402
 
-
-def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
-    """metrics.csv as float columns ({} when absent or empty)."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
-        return {}
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return {}
-    # Empty cells: a column added by a newer version, absent from older rows of a resumed run.
-    return {k: np.array([float(r[k] or "nan") for r in rows]) for k in rows[0]}
+__all__ = ["plot_comparison", "plot_run", "summarize"]
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.plots import read_metrics
+from envs.run_files import read_metrics
 
 # Mean action-probe scores of the paper's README (world_models.md §2.8), drawn beside ours.
 PAPER_ACTION_PROBE = {

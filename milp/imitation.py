@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from envs.run_files import read_metrics
 from milp.experts import MANIFEST, ExpertSample, load_shard
 from milp.gcnn import GCNN, GraphBatch, fit_prenorms
 
@@ -320,29 +321,23 @@ class ImitationTrainer:
 
 
 def _plot_curves(run_dir: Path) -> list[Path]:
-    import csv
-
-    metrics = run_dir / "metrics.csv"
-    if not metrics.is_file():
-        return []
-    with metrics.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
+    metrics = read_metrics(run_dir)
+    if not metrics:
         return []
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epoch = [int(r["epoch"]) for r in rows]
+    epoch = metrics["epoch"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for key in ("train_loss", "valid_loss"):
-        a.plot(epoch, [float(r[key]) for r in rows], label=key)
+        a.plot(epoch, metrics[key], label=key)
     a.set_xlabel("epoch")
     a.set_ylabel("cross-entropy")
     a.legend()
     for k in TOPK:
-        b.plot(epoch, [float(r[f"valid_acc{k}"]) for r in rows], label=f"top-{k}")
+        b.plot(epoch, metrics[f"valid_acc{k}"], label=f"top-{k}")
     b.set_xlabel("epoch")
     b.set_ylabel("validation accuracy")
     b.set_ylim(0, 1)

@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from envs.errors import ItemError
+from envs.run_files import read_metrics
 from milp.gcnn import GCNN, GraphBatch, fit_prenorms
 from milp.observations import NodeBipartite
 
@@ -952,21 +953,15 @@ class ReviBranch:
 
 
 def _plot_curves(run_dir: Path) -> list[Path]:
-    import csv
-
-    metrics = run_dir / "metrics.csv"
-    if not metrics.is_file():
-        return []
-    with metrics.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
+    metrics = read_metrics(run_dir)
+    if not metrics:
         return []
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = [int(r["episodes"]) for r in rows]
+    x = metrics["episodes"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, key, label in zip(
         axes,
@@ -974,7 +969,7 @@ def _plot_curves(run_dir: Path) -> list[Path]:
         ("nodes per episode", "mean path return", "TD loss (MSE)"),
         strict=True,
     ):
-        ax.plot(x, [float(r[key]) for r in rows])
+        ax.plot(x, metrics[key])
         ax.set_xlabel("episodes")
         ax.set_ylabel(label)
     axes[0].set_yscale("log")

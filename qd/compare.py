@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from qd.plots import read_metrics  # noqa: E402
+from envs.run_files import read_metrics  # noqa: E402
 
 GRID_POINTS = 200
 

@@ -7,7 +7,6 @@ the code.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Circle  # noqa: E402
 
 from envs.qd_task import QDTask  # noqa: E402
-
-
-def read_metrics(run_dir: Path) -> dict[str, np.ndarray]:
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
-        return {}
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return {}
-    # Empty cells: a column added by a newer version, absent from older rows of a resumed run.
-    return {k: np.array([float(r[k] or "nan") for r in rows]) for k in rows[0]}
+from envs.run_files import read_metrics  # noqa: E402
 
 
 def _draw_background(ax: Any, task: QDTask, alpha: float = 1.0) -> None:

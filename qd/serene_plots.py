@@ -21,12 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from envs.qd_task import QDTask  # noqa: E402
-from qd.plots import (  # noqa: E402
-    _decorate,
-    _draw_background,
-    plot_coverage_curve,
-    read_metrics,
-)
+from envs.run_files import read_metrics  # noqa: E402
+from qd.plots import _decorate, _draw_background, plot_coverage_curve  # noqa: E402
 
 
 def plot_archive_with_rewards(trainer: Any, path: Path) -> Path:

@@ -24,12 +24,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from envs.qd_task import QDTask  # noqa: E402
+from envs.run_files import read_metrics  # noqa: E402
 from qd.plots import (  # noqa: E402
     _decorate,
     _draw_background,
     plot_coverage_curve,
     plot_coverage_heatmap,
-    read_metrics,
 )
 
 __all__ = ["pca_2d", "plot_latent_space", "plot_reconstructions", "plot_taxons"]

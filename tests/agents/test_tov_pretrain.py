@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.plots import read_metrics
 from agents.pretrain import TOVVICRegConfig, TOVVICRegPretraining
 from agents.vit import load_encoder
+from envs.run_files import read_metrics
 from experiments.config import ConfigError, from_dict, read_toml
 from experiments.executor import SerialExecutor
 from experiments.run import load_checkpoint, save_checkpoint, train

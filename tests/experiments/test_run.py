@@ -198,7 +198,7 @@ def test_metrics_log_grows_new_columns_only_on_resume(tmp_path):
     assert path.read_text().splitlines() == ["step,a,b", "1,0.5,", "2,0.25,1.0"]
     with pytest.raises(KeyError, match="keys changed"):
         resumed.append({"step": 3, "a": 0.1})
-    from qd.plots import read_metrics
+    from envs.run_files import read_metrics
 
     assert np.isnan(read_metrics(tmp_path)["b"][0])
 
