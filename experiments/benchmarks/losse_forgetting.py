@@ -1,7 +1,7 @@
 """Does a world model learned online keep what it learned early? Losse vs neural networks.
 
     python -m experiments.benchmarks.losse_forgetting [--task cartpole] [--steps 47500]
-        [--shift 2500] [--seed 0] [--no-exact]
+        [--shift 2500] [--seed 0] [--no-exact] [--set KEY=VALUE ...]
 
 One fixed stream with a covariate shift, fed to every model one transition at a time: the first
 ``--shift`` steps follow the random policy, the rest a hand-written controller with 10 % random
@@ -20,7 +20,9 @@ at fixed numbers of transitions learned. A model that does not forget keeps that
 rising once the data stop coming from there.
 
 Models (the world models of `agents`, with the bounds and settings of
-``experiments/configs/dyna_<task>.toml``):
+``experiments/configs/dyna_<task>.toml``, ``--set`` overrides applied, e.g. ``--set
+losse.num_grids=6 --set losse.bin_dim=5`` for another encoding; the Losse rows set their own
+``eps`` and ``ridge``):
 
 - Losse, ``ridge="mean"``, eps 1e-5: the original's objective (1/t)|Phi W - Y|^2 + eps |W|^2,
   whose ridge against the summed loss grows as eps * t;
@@ -125,10 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shift", type=int, default=2_500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-exact", action="store_true", help="skip the exact FTL solves")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     if not 0 < args.shift < args.steps:
         raise SystemExit("need 0 < --shift < --steps")
-    config = load_config(f"experiments/configs/dyna_{args.task}.toml", [f"seed={args.seed}"])
+    config = load_config(
+        f"experiments/configs/dyna_{args.task}.toml", [f"seed={args.seed}", *args.set]
+    )
     env = gym.make(config.env.id)
     n_actions = int(env.action_space.n)
     data = stream(args.task, args.steps, args.shift, args.seed)
@@ -142,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.steps - args.shift} of the controller; {int(data['terminated'].sum())} "
         f"terminations; {len(held_rows)} held out, {len(train['obs'])} learned; seed {args.seed}"
     )
+    encoding = (config.losse.num_grids, config.losse.num_bins, config.losse.bin_dim)
+    print(f"Losse (F, B, b) = {encoding}, actions {config.losse.actions!r}")
 
     def bounds() -> ObservationBounds:
         return bounds_for(env.observation_space, config.env.obs_low, config.env.obs_high)
