@@ -17,6 +17,10 @@ did not take there) and the DQN target error by 6 %, at 4.7x the update cost (a 
 solve), and left Dyna's return on Acrobot where it was (5 seeds): BENCHMARKS.md, "How wrong
 are the imagined targets".
 
+``encoder = "tiles" | "fourier"`` swaps Losse's features for tile coding or random Fourier
+features with the same number of active features k (`agents.features`), the issue's optional
+baselines: the regressor and its update are unchanged.
+
 Each transition is learned once, when it happens (single pass, no replay of real data), by the
 exact sparse FTL update of `kernels.losse`. Inputs are the normalised states (see
 `agents.world_model`) times ``input_scale`` (default 1: on 5,000 random Acrobot transitions
@@ -31,8 +35,9 @@ from typing import Literal
 
 import numpy as np
 
+from agents.features import encoder_from_state_dict, make_encoder
 from agents.world_model import ObservationBounds, model_targets
-from kernels.losse import LosseEncoder, SparseFTL
+from kernels.losse import SparseFTL
 
 __all__ = ["LosseParams", "LosseWorldModel"]
 
@@ -49,6 +54,11 @@ class LosseParams:
     input_scale: float = field(default=1.0, metadata={"gt": 0})
     # "separate": one regressor per action; "joint": one on shared + per-action features
     actions: Literal["separate", "joint"] = "separate"
+    # the encoder (agents.features): "losse", or a baseline with the same k = F 2^b active
+    # features, "tiles" (tile coding on the same kind of projections) or "fourier" (random
+    # Fourier features of a Gaussian kernel of width `bandwidth`, in normalised input units)
+    encoder: Literal["losse", "tiles", "fourier"] = "losse"
+    bandwidth: float = field(default=0.5, metadata={"gt": 0})
 
 
 class LosseWorldModel:
@@ -64,8 +74,14 @@ class LosseWorldModel:
         self.bounds = bounds
         self.n_actions = n_actions
         self.params = params
-        self.encoder = LosseEncoder(
-            bounds.dim, params.num_grids, params.num_bins, params.bin_dim, rng
+        self.encoder = make_encoder(
+            params.encoder,
+            bounds.dim,
+            params.num_grids,
+            params.num_bins,
+            params.bin_dim,
+            params.bandwidth,
+            rng,
         )
         if params.actions not in ("separate", "joint"):
             raise ValueError(f"losse.actions must be 'separate' or 'joint', got {params.actions!r}")
@@ -154,6 +170,6 @@ class LosseWorldModel:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.encoder = LosseEncoder.from_state_dict(state["encoder"])
+        self.encoder = encoder_from_state_dict(state["encoder"])
         self.regressors = [SparseFTL.from_state_dict(s) for s in state["regressors"]]
         self.bounds.clipped = state["clipped"]
