@@ -2,7 +2,7 @@
 
     python -m experiments.benchmarks.losse_encodings [--steps 40000] [--seed 0]
         [--specs 50,5,2 25,5,3 13,5,4 6,5,5 6,7,5] [--projections 3] [--no-nn]
-        [--bandwidth 0.5] [--eps 1e-3]
+        [--bandwidth 1] [--eps 1e-3]
 
 Acrobot-v1's state is 6-D, and the original gist's (F, B, b) = (50, 5, 2) bins it in 50 random
 2-D planes. Grids of more axes (larger b) see more of the state at once; fewer of them (smaller
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--specs", nargs="+", default=list(DEFAULT_SPECS), metavar="F,B,b")
     p.add_argument("--projections", type=int, default=3, help="random projections per spec")
     p.add_argument("--no-nn", action="store_true", help="leave out the NN replay row")
-    p.add_argument("--bandwidth", type=float, default=0.5, help="of the fourier: specs")
+    p.add_argument("--bandwidth", type=float, default=1.0, help="of the fourier: specs")
     p.add_argument("--eps", type=float, default=1e-3, help="the ridge on the summed loss")
     args = p.parse_args(argv)
     if args.steps < 10 or args.projections < 1 or not (args.bandwidth > 0 and args.eps > 0):
