@@ -147,8 +147,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.steps - args.shift} of the controller; {int(data['terminated'].sum())} "
         f"terminations; {len(held_rows)} held out, {len(train['obs'])} learned; seed {args.seed}"
     )
-    encoding = (config.losse.num_grids, config.losse.num_bins, config.losse.bin_dim)
-    print(f"Losse (F, B, b) = {encoding}, actions {config.losse.actions!r}")
+    lp = config.losse
+    encoder = f"{lp.encoder!r}" + (
+        f", bandwidth {lp.bandwidth:g}" if lp.encoder == "fourier" else ""
+    )
+    print(
+        f"Losse (F, B, b) = {(lp.num_grids, lp.num_bins, lp.bin_dim)}, actions {lp.actions!r}, "
+        f"encoder {encoder}"
+    )
 
     def bounds() -> ObservationBounds:
         return bounds_for(env.observation_space, config.env.obs_low, config.env.obs_high)
