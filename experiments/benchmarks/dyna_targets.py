@@ -6,12 +6,13 @@
 One Dyna run of ``experiments/configs/dyna_<task>.toml`` (with ``--set`` overrides; its own
 world model as configured) drives the data: every real transition its model learns is also
 learned, once and in the same order, by each model of ``--models`` (``losse``: the config's
-Losse model, ``losse-joint``: the same with ``actions = "joint"``, both on one projection draw
-other than the run's own model's; ``nn_replay``, ``nn_online``), so all models see the same
-stream. Every ``--every`` steps the planner's own kind of batch is drawn: ``--starts`` start
-states from the real replay, actions epsilon-greedy under the current Q-network, and the true
-outcome of each comes from the simulator set to that state (classic control: the state is a
-function of the observation). Per model: the normalised next-state MSE, the Brier score of the
+Losse model, ``losse-joint``: the same with ``actions = "joint"``, ``losse-tiles`` and
+``losse-fourier``: the same with ``encoder = "tiles"`` or ``"fourier"``, all on one seed other
+than the run's own model's; ``nn_replay``, ``nn_online``), so all models see the same stream.
+Every ``--every`` steps the planner's own kind of batch is drawn: ``--starts`` start states
+from the real replay, actions epsilon-greedy under the current Q-network, and the true outcome
+of each comes from the simulator set to that state (classic control: the state is a function
+of the observation). Per model: the normalised next-state MSE, the Brier score of the
 termination probability, and the error of the DQN target the imagined transition gives,
 r + gamma (1 - p) max_a Q_target(s'), against the true one (mean absolute error and mean, i.e.
 bias); over all starts and split by whether the imagined action is the one the replay took
@@ -35,7 +36,7 @@ from agents.nn_world_model import NNWorldModel
 from agents.world_model import WorldModel, bounds_for, imagine
 from experiments.registry import load_config
 
-MODELS = ("losse", "losse-joint", "nn_replay", "nn_online")
+MODELS = ("losse", "losse-joint", "losse-tiles", "losse-fourier", "nn_replay", "nn_online")
 
 
 def state_of(task_id: str, obs: np.ndarray) -> np.ndarray:
@@ -69,7 +70,10 @@ def make_model(name: str, trainer: DynaTrainer, seed: int) -> WorldModel:
     config = trainer.config
     bounds = bounds_for(trainer.env.observation_space, config.env.obs_low, config.env.obs_high)
     if name.startswith("losse"):
-        params = replace(config.losse, actions="joint" if name == "losse-joint" else "separate")
+        variant = name.removeprefix("losse").removeprefix("-")
+        params = replace(config.losse, actions="joint" if variant == "joint" else "separate")
+        if variant in ("tiles", "fourier"):
+            params = replace(params, encoder=variant)
         return LosseWorldModel(bounds, trainer.n_actions, params, np.random.default_rng(seed))
     return NNWorldModel(bounds, trainer.n_actions, config.nn, name.removeprefix("nn_"), seed)
 

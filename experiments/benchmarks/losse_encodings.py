@@ -9,10 +9,11 @@ Acrobot-v1's state is 6-D, and the original gist's (F, B, b) = (50, 5, 2) bins i
 F) keep k = F * 2^b, the active features per input and so the cost of an update, near 200.
 Every model learns one random-policy stream of ``--steps`` transitions one at a time (the
 Dyna configs' Losse objective: ``ridge="sum"``, eps 1e-3 unless ``--eps``, per-action
-regressors, inputs from the observation space's bounds) and is scored on 3 000 transitions of another stream (seed + 1):
-normalised next-state MSE after 10 % and after all of the stream, CPU milliseconds per update
-and the stored pairs of A, each the mean over ``--projections`` draws of the random projection
-(± their std for the final error: with few grids the draw matters). The first spec is the
+regressors, inputs from the observation space's bounds) and is scored on 3 000 transitions of
+another stream (seed + 1): normalised next-state MSE after 10 % and after all of the stream,
+CPU milliseconds per update and the stored pairs of A, each the mean over ``--projections``
+draws of the random projection (± their std for the final error: with few grids the draw
+matters). The first spec is the
 baseline of the error and cost ratios. The NN row (`agents.nn_world_model`, full replay, the
 Dyna configs' settings) is the accuracy to reach.
 
