@@ -13,9 +13,8 @@ regressors, inputs from the observation space's bounds) and is scored on 3 000 t
 another stream (seed + 1): normalised next-state MSE after 10 % and after all of the stream,
 CPU milliseconds per update and the stored pairs of A, each the mean over ``--projections``
 draws of the random projection (± their std for the final error: with few grids the draw
-matters). The first spec is the
-baseline of the error and cost ratios. The NN row (`agents.nn_world_model`, full replay, the
-Dyna configs' settings) is the accuracy to reach.
+matters). The first spec is the baseline of the error and cost ratios. The NN row
+(`agents.nn_world_model`, full replay, the Dyna configs' settings) is the accuracy to reach.
 
 A spec may name another encoder with the same k (`agents.features`, the issue's optional
 baselines): ``tiles:50,5,2`` is tile coding with F 2^b = 200 tilings of b = 2 projected axes and
