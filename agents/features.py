@@ -27,23 +27,11 @@ import math
 
 import numpy as np
 
-from kernels.losse import LosseEncoder, losse_projection
+from kernels.losse import LosseEncoder, encoder_inputs, losse_projection
 
 __all__ = ["ENCODERS", "FourierFeatures", "TileCoder", "encoder_from_state_dict", "make_encoder"]
 
 ENCODERS = ("losse", "tiles", "fourier")
-
-
-def _check_inputs(x: np.ndarray, d_in: int) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or x.shape[1] != d_in:
-        raise ValueError(f"inputs must have shape (n, {d_in}), got {x.shape}")
-    if not np.isfinite(x).all():
-        row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-        raise ValueError(f"inputs have a non-finite value (NaN or inf) in row {row}")
-    return x
 
 
 class TileCoder:
@@ -87,7 +75,7 @@ class TileCoder:
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x (n, d_in) or (d_in,) -> indices (n, T) int64 and values (n, T), all 1."""
-        x = _check_inputs(x, self.d_in)
+        x = encoder_inputs(x, self.d_in)
         z = self.num_bins / (1.0 + np.exp(-(x @ self.projection))) + self.offsets
         cell = np.minimum(z.astype(np.int64), self.num_bins)  # z >= 0: the cast floors
         side, t = self.num_bins + 1, self.num_tilings
@@ -145,7 +133,7 @@ class FourierFeatures:
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x (n, d_in) or (d_in,) -> indices (n, D) int64 (every feature) and values (n, D)."""
-        x = _check_inputs(x, self.d_in)
+        x = encoder_inputs(x, self.d_in)
         val = math.sqrt(2.0 / self._dim) * np.cos(x @ self.weights / self.bandwidth + self.phases)
         idx = np.broadcast_to(np.arange(self._dim, dtype=np.int64), val.shape).copy()
         return idx, val

@@ -48,6 +48,7 @@ __all__ = [
     "LosseEncoder",
     "SparseFTL",
     "encode_reference",
+    "encoder_inputs",
     "losse_dim",
     "losse_projection",
     "ridge_ftl_solution",
@@ -134,6 +135,20 @@ def _encode_kernel(z, num_grids, num_bins, bin_dim, idx, val):
                 val[n, f * corners + c] = weight
 
 
+def encoder_inputs(x: np.ndarray, d_in: int) -> np.ndarray:
+    """An encoder's inputs as float64 (n, d_in) (a single (d_in,) input as n = 1); a wrong
+    shape or a non-finite value is a ValueError naming it."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != d_in:
+        raise ValueError(f"inputs must have shape (n, {d_in}), got {x.shape}")
+    if not np.isfinite(x).all():
+        row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+        raise ValueError(f"inputs have a non-finite value (NaN or inf) in row {row}")
+    return x
+
+
 class LosseEncoder:
     """Losse sparse features of d_in-dimensional inputs: ``encode(x) -> (indices, values)``.
 
@@ -177,14 +192,7 @@ class LosseEncoder:
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x (n, d_in) or (d_in,) -> indices (n, k) int64 and values (n, k) float64 (n = 1
         for a single input)."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim == 1:
-            x = x[None, :]
-        if x.ndim != 2 or x.shape[1] != self.d_in:
-            raise ValueError(f"inputs must have shape (n, {self.d_in}), got {x.shape}")
-        if not np.isfinite(x).all():
-            row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-            raise ValueError(f"inputs have a non-finite value (NaN or inf) in row {row}")
+        x = encoder_inputs(x, self.d_in)
         z = np.ascontiguousarray(x @ self.projection)
         idx = np.empty((x.shape[0], self.active), np.int64)
         val = np.empty((x.shape[0], self.active))
