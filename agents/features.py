@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import expit
 
 from kernels.losse import LosseEncoder, encoder_inputs, losse_projection
 
@@ -76,11 +77,10 @@ class TileCoder:
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x (n, d_in) or (d_in,) -> indices (n, T) int64 and values (n, T), all 1."""
         x = encoder_inputs(x, self.d_in)
-        z = self.num_bins / (1.0 + np.exp(-(x @ self.projection))) + self.offsets
+        z = self.num_bins * expit(x @ self.projection) + self.offsets
         cell = np.minimum(z.astype(np.int64), self.num_bins)  # z >= 0: the cast floors
         side, t = self.num_bins + 1, self.num_tilings
-        idx = np.broadcast_to(np.arange(t, dtype=np.int64) * side**self.bin_dim, cell[:, :t].shape)
-        idx = idx.copy()
+        idx = np.repeat((np.arange(t, dtype=np.int64) * side**self.bin_dim)[None], len(x), axis=0)
         for a in range(self.bin_dim):
             idx += cell[:, a * t : (a + 1) * t] * side ** (self.bin_dim - 1 - a)
         return idx, np.ones(idx.shape)
