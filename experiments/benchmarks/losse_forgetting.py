@@ -134,6 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(
         f"experiments/configs/dyna_{args.task}.toml", [f"seed={args.seed}", *args.set]
     )
+    if config.losse.actions == "joint" and not args.no_exact:
+        raise SystemExit(
+            "the exact FTL rows solve one regressor per action: with "
+            "losse.actions=joint add --no-exact"
+        )
     env = gym.make(config.env.id)
     n_actions = int(env.action_space.n)
     data = stream(args.task, args.steps, args.shift, args.seed)
