@@ -180,10 +180,10 @@ def make_encoder(
 def encoder_from_state_dict(state: dict) -> LosseEncoder | TileCoder | FourierFeatures:
     """The encoder saved by ``state_dict`` (a Losse encoder when the state names no kind)."""
     kind = state.get("kind", "losse")
-    if kind == "losse":
-        return LosseEncoder.from_state_dict(state)
-    if kind == "tiles":
-        return TileCoder.from_state_dict(state)
-    if kind == "fourier":
-        return FourierFeatures.from_state_dict(state)
-    raise ValueError(f"unknown encoder kind {kind!r} in the saved state")
+    if kind not in _CLASSES:
+        raise ValueError(f"unknown encoder kind {kind!r} in the saved state")
+    return _CLASSES[kind].from_state_dict(state)
+
+
+# kind -> class (the saved states name their kind; Losse's, older, do not)
+_CLASSES = {"losse": LosseEncoder, "tiles": TileCoder, "fourier": FourierFeatures}

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from agents.dyna import DynaTrainer
+from agents.features import ENCODERS
 from agents.losse import LosseWorldModel
 from agents.nn_world_model import NNWorldModel
 from agents.world_model import WorldModel, bounds_for, imagine
@@ -72,7 +73,7 @@ def make_model(name: str, trainer: DynaTrainer, seed: int) -> WorldModel:
     if name.startswith("losse"):
         variant = name.removeprefix("losse").removeprefix("-")
         params = replace(config.losse, actions="joint" if variant == "joint" else "separate")
-        if variant in ("tiles", "fourier"):
+        if variant in ENCODERS:
             params = replace(params, encoder=variant)
         return LosseWorldModel(bounds, trainer.n_actions, params, np.random.default_rng(seed))
     return NNWorldModel(bounds, trainer.n_actions, config.nn, name.removeprefix("nn_"), seed)
