@@ -28,6 +28,7 @@ import math
 import numpy as np
 from scipy.special import expit
 
+from kernels.checks import check_int
 from kernels.losse import LosseEncoder, encoder_inputs, losse_projection
 
 __all__ = ["ENCODERS", "FourierFeatures", "TileCoder", "encoder_from_state_dict", "make_encoder"]
@@ -49,16 +50,8 @@ class TileCoder:
         bin_dim: int,
         rng: np.random.Generator | int = 0,
     ) -> None:
-        for name, value in (
-            ("d_in", d_in),
-            ("num_tilings", num_tilings),
-            ("num_bins", num_bins),
-            ("bin_dim", bin_dim),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        self.d_in, self.num_tilings = int(d_in), int(num_tilings)
-        self.num_bins, self.bin_dim = int(num_bins), int(bin_dim)
+        self.d_in, self.num_tilings = check_int("d_in", d_in), check_int("num_tilings", num_tilings)
+        self.num_bins, self.bin_dim = check_int("num_bins", num_bins), check_int("bin_dim", bin_dim)
         if self.dim >= 2**31:
             raise ValueError(f"{self.dim} features: at most 2^31 - 1 supported")
         rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
@@ -113,9 +106,7 @@ class FourierFeatures:
     def __init__(
         self, d_in: int, dim: int, bandwidth: float, rng: np.random.Generator | int = 0
     ) -> None:
-        for name, value in (("d_in", d_in), ("dim", dim)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        d_in, dim = check_int("d_in", d_in), check_int("dim", dim)
         if not (math.isfinite(bandwidth) and bandwidth > 0):
             raise ValueError(f"bandwidth must be a finite number > 0, got {bandwidth!r}")
         self.d_in, self._dim, self.bandwidth = int(d_in), int(dim), float(bandwidth)

@@ -51,6 +51,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 
+from kernels.checks import check_int
+
 try:
     import mujoco
 except ImportError as exc:  # the optional `envs` extra
@@ -274,9 +276,7 @@ def _observe(qpos: np.ndarray, qvel: np.ndarray, out: np.ndarray) -> None:
 
 
 def _check_horizon(horizon: int) -> int:
-    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-        raise ValueError(f"AntMaze: horizon must be an integer >= 1, got {horizon!r}")
-    return int(horizon)
+    return check_int("AntMaze: horizon", horizon)
 
 
 class AntMaze(gym.Env):
@@ -434,9 +434,7 @@ def _maze_image(size: int) -> np.ndarray:
 def render_maze(size: int = RENDER_SIZE) -> np.ndarray:
     """(size, size, 3) uint8 top-down image of the empty maze over the world [-30, 40]^2, y up
     (row 0 at y = 40): floor, grey walls (at least one pixel wide), red goal discs."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"AntMaze: render size must be an integer >= 8, got {size!r}")
-    return _maze_image(size).copy()
+    return _maze_image(check_int("AntMaze: render size", size, 8)).copy()
 
 
 def descriptor_background() -> np.ndarray:

@@ -37,6 +37,7 @@ import numpy as np
 
 from kernels import curling as phys
 from kernels import mlp
+from kernels.checks import check_int
 
 __all__ = [
     "BOX2D_AVAILABLE",
@@ -67,9 +68,7 @@ _OBS_HIGH = np.array([TABLE_HALF, TABLE_HALF, np.pi / 2, np.pi, 50.0, 50.0])
 
 
 def _check_horizon(horizon: int) -> int:
-    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-        raise ValueError(f"Curling: horizon must be an integer >= 1, got {horizon!r}")
-    return int(horizon)
+    return check_int("Curling: horizon", horizon)
 
 
 class _CurlingBase(gym.Env):

@@ -49,6 +49,7 @@ import gymnasium as gym
 import numpy as np
 
 from kernels import maze, mlp
+from kernels.checks import check_int
 
 __all__ = [
     "CELL",
@@ -139,9 +140,7 @@ def maze_grid() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_steps(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"HardMaze: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(f"HardMaze: {name}", value, minimum)
 
 
 class HardMaze(gym.Env):

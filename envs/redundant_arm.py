@@ -31,6 +31,7 @@ import numpy as np
 
 from kernels import mlp
 from kernels import redundant_arm as arm
+from kernels.checks import check_int
 
 __all__ = [
     "DEFAULT_HORIZON",
@@ -55,9 +56,7 @@ RENDER_SIZE = 300
 
 
 def _check_horizon(horizon: int) -> int:
-    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
-        raise ValueError(f"RedundantArm: horizon must be an integer >= 1, got {horizon!r}")
-    return int(horizon)
+    return check_int("RedundantArm: horizon", horizon)
 
 
 class RedundantArm(gym.Env):

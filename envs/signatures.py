@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels.checks import check_int
+
 __all__ = ["signature_descriptor", "signature_dim"]
 
 
@@ -43,8 +45,7 @@ def signature_descriptor(
         raise ValueError(f"paths must have shape (n, T >= 2, d >= 1) or (T, d), got {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ValueError("paths contain NaN or inf")
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"signature order must be an integer >= 1, got {order!r}")
+    order = check_int("signature order", order)
     if time_channel:
         scale = float(x.shape[1] - 1) if time_scale is None else float(time_scale)
         if not np.isfinite(scale) or scale <= 0:

@@ -23,6 +23,8 @@ from numba import njit, prange
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
+from kernels.checks import check_int
+
 __all__ = ["DEFAULT_K", "NoveltyIndex", "knn_novelty", "knn_novelty_reference"]
 
 DEFAULT_K = 15
@@ -72,12 +74,6 @@ def _parallel(work: float) -> bool:
     parallel one, leaves the process-wide thread settings alone, so concurrent callers and
     torch (which shares libgomp with Numba's OpenMP layer) never see them change."""
     return work >= _PARALLEL_WORK and numba.get_num_threads() > 1
-
-
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    return int(k)
 
 
 def _finish(best_sq: np.ndarray, n_ref: int, k: int, skip: int) -> tuple[np.ndarray, int]:
@@ -328,7 +324,7 @@ def _check_inputs(queries, reference, k):
     if ref.shape[0] == 0:
         raise ValueError("reference set is empty: novelty needs at least one reference point")
     q = _as_points("queries", queries, ref.shape[1])
-    return q, ref, _check_k(k)
+    return q, ref, check_int("k", k)
 
 
 # ----------------------------------------------------------------------------- index
@@ -348,8 +344,7 @@ class NoveltyIndex:
     """
 
     def __init__(self, dim: int, *, min_buffer: int = _MIN_BUFFER) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
-            raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+        dim = check_int("dim", dim)
         if min_buffer < 0:
             raise ValueError(f"min_buffer must be >= 0, got {min_buffer!r}")
         self._dim = int(dim)
@@ -408,7 +403,7 @@ class NoveltyIndex:
         return self._search(queries, transient, k, skip_nearest)[0]
 
     def _search(self, queries, transient, k, skip_nearest) -> tuple[np.ndarray, int]:
-        k = _check_k(k)
+        k = check_int("k", k)
         skip = int(bool(skip_nearest))
         q = _as_points("queries", queries, self._dim)
         if transient is None:

@@ -43,6 +43,8 @@ import math
 import numpy as np
 from numba import njit
 
+from kernels.checks import check_int
+
 __all__ = [
     "DenseFTLReference",
     "LosseEncoder",
@@ -164,14 +166,8 @@ class LosseEncoder:
         bin_dim: int = 2,
         rng: np.random.Generator | int = 0,
     ) -> None:
-        for name, value, low in (
-            ("d_in", d_in, 1),
-            ("num_grids", num_grids, 1),
-            ("num_bins", num_bins, 1),
-            ("bin_dim", bin_dim, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        d_in, num_grids = check_int("d_in", d_in), check_int("num_grids", num_grids)
+        num_bins, bin_dim = check_int("num_bins", num_bins), check_int("bin_dim", bin_dim)
         if losse_dim(num_grids, num_bins, bin_dim) >= 2**31:
             raise ValueError(
                 f"num_grids * (num_bins + 2)^bin_dim = "
@@ -612,12 +608,10 @@ class SparseFTL:
         blocks: int = 1024,
         ridge: str = "mean",
     ) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
-            raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+        dim = check_int("dim", dim)
         if dim >= 2**31:
             raise ValueError(f"dim = {dim}: at most 2^31 - 1 features are supported")
-        if isinstance(out_dim, bool) or not isinstance(out_dim, int | np.integer) or out_dim < 1:
-            raise ValueError(f"out_dim must be an integer >= 1, got {out_dim!r}")
+        out_dim = check_int("out_dim", out_dim)
         if not (isinstance(eps, int | float) and math.isfinite(eps) and eps > 0):
             raise ValueError(
                 f"eps must be a finite number > 0 (it keeps solves regular), got {eps!r}"

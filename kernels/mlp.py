@@ -28,6 +28,8 @@ from itertools import pairwise
 import numpy as np
 from numba import njit
 
+from kernels.checks import check_int
+
 __all__ = [
     "OUTPUT_ACTIVATIONS",
     "check_genomes",
@@ -113,8 +115,7 @@ def check_rollout_batch(
         genomes = check_genomes(genomes, layer_sizes, bias_per_neuron)
     except ValueError as exc:
         raise ValueError(f"{env}: {exc}") from None
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1:
-        raise ValueError(f"{env}: max_steps must be an integer >= 1, got {max_steps!r}")
+    max_steps = check_int(f"{env}: max_steps", max_steps)
     if not np.isfinite(action_scale):
         raise ValueError(f"{env}: action_scale must be finite, got {action_scale!r}")
     return genomes, int(max_steps)

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pyscipopt as scip
 
+from kernels.checks import check_int
+
 __all__ = [
     "PROBLEMS",
     "SIZES",
@@ -57,9 +59,7 @@ class InstanceError(ValueError):
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise InstanceError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+    return check_int(name, value, low, InstanceError)
 
 
 def _check_interval(name: str, value: Any) -> tuple[int, int]:
