@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 
 from agents.features import encoder_from_state_dict, make_encoder
-from agents.world_model import ObservationBounds, model_targets
+from agents.world_model import ObservationBounds, WorldModel, model_targets
 from kernels.losse import SparseFTL
 
 __all__ = ["LosseParams", "LosseWorldModel"]
@@ -62,7 +62,7 @@ class LosseParams:
     bandwidth: float = field(default=1.0, metadata={"gt": 0})
 
 
-class LosseWorldModel:
+class LosseWorldModel(WorldModel):
     """``update`` learns transitions; ``predict`` returns (next_obs, reward, terminated)."""
 
     def __init__(
@@ -145,15 +145,6 @@ class LosseWorldModel:
         for regressor, rows, idx, val in self._blocks(x, action):
             out[rows] = regressor.predict(idx, val)
         return out
-
-    def predict(
-        self, obs: np.ndarray, action: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Batch prediction: (next_obs (n, dim), reward (n,), terminated (n,) bool)."""
-        x = self.bounds.normalize(obs, count=False)
-        y = self.predict_normalized(x, action)
-        next_obs = self.bounds.denormalize(np.clip(x + y[:, :-2], -1.0, 1.0))
-        return next_obs, y[:, -2], y[:, -1] > 0.5
 
     def figures(self) -> dict[str, float]:
         return {

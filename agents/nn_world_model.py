@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from agents.dqn import mlp
-from agents.world_model import ObservationBounds, model_targets
+from agents.world_model import ObservationBounds, WorldModel, model_targets
 
 __all__ = ["NNModelParams", "NNWorldModel"]
 
@@ -39,7 +39,7 @@ class NNModelParams:
     scale_from: int = field(default=500, metadata={"ge": 2})
 
 
-class NNWorldModel:
+class NNWorldModel(WorldModel):
     """``update`` learns transitions; ``predict`` returns (next_obs, reward, terminated)."""
 
     def __init__(
@@ -132,14 +132,6 @@ class NNWorldModel:
     def predict_normalized(self, x: np.ndarray, action: np.ndarray) -> np.ndarray:
         out = self.net(torch.as_tensor(self._inputs(x, action))).numpy().astype(np.float64)
         return out * (self.scale if self.scale is not None else 1.0)
-
-    def predict(
-        self, obs: np.ndarray, action: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = self.bounds.normalize(obs, count=False)
-        y = self.predict_normalized(x, action)
-        next_obs = self.bounds.denormalize(np.clip(x + y[:, :-2], -1.0, 1.0))
-        return next_obs, y[:, -2], y[:, -1] > 0.5
 
     def figures(self) -> dict[str, float]:
         return {"model_gradient_steps": self.gradient_steps}

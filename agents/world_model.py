@@ -18,7 +18,7 @@ r + gamma (1 - p) max Q is the expected target under the model.
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
 
 import gymnasium as gym
 import numpy as np
@@ -97,9 +97,13 @@ def model_targets(
     return x, y
 
 
-class WorldModel(Protocol):
+class WorldModel(ABC):
+    """A model learns transitions (``update``) and predicts targets from normalised states
+    (``predict_normalized``); ``predict`` and `imagine` are built on the latter."""
+
     bounds: ObservationBounds
 
+    @abstractmethod
     def update(
         self,
         obs: np.ndarray,
@@ -107,13 +111,19 @@ class WorldModel(Protocol):
         reward: np.ndarray,
         next_obs: np.ndarray,
         terminated: np.ndarray,
-    ) -> None: ...
+    ) -> None:
+        """Learn transitions (a batch of n, or one)."""
 
-    def predict_normalized(self, x: np.ndarray, action: np.ndarray) -> np.ndarray: ...
+    @abstractmethod
+    def predict_normalized(self, x: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """Targets [delta, reward, terminated] (n, dim + 2) for normalised states x (n, dim)."""
 
     def predict(
         self, obs: np.ndarray, action: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch prediction: (next_obs (n, dim), reward (n,), terminated (n,) bool)."""
+        next_obs, reward, p_terminated = imagine(self, obs, action)
+        return next_obs, reward, p_terminated > 0.5
 
 
 def imagine(

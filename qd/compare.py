@@ -118,8 +118,12 @@ def group_curves(curves: list[RunCurve]) -> dict[str, list[RunCurve]]:
 
 def summarise(curves: list[RunCurve]) -> dict[str, dict[str, float]]:
     """Per group: number of runs, mean and std of the final value, and the seeds."""
+    return _summary(group_curves(curves))
+
+
+def _summary(groups: dict[str, list[RunCurve]]) -> dict[str, dict[str, float]]:
     out = {}
-    for label, runs in group_curves(curves).items():
+    for label, runs in groups.items():
         finals = np.array([r.value[-1] for r in runs])
         out[label] = {
             "runs": len(runs),
@@ -141,8 +145,9 @@ def compare(
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ValueError(f"compare: output {out} must end in .png, .pdf or .svg")
     curves = [load_curve(d, metric) for d in run_dirs]
+    groups = group_curves(curves)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, runs in group_curves(curves).items():
+    for label, runs in groups.items():
         end = min(float(r.step[-1]) for r in runs)
         grid = np.linspace(0.0, end, GRID_POINTS)
         values = np.stack([on_grid(r, grid) for r in runs])
@@ -159,7 +164,7 @@ def compare(
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
-    return out, summarise(curves)
+    return out, _summary(groups)
 
 
 def format_summary(summary: dict[str, dict[str, float]], metric: str) -> str:
