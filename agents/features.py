@@ -109,7 +109,7 @@ class FourierFeatures:
         d_in, dim = check_int("d_in", d_in), check_int("dim", dim)
         if not (math.isfinite(bandwidth) and bandwidth > 0):
             raise ValueError(f"bandwidth must be a finite number > 0, got {bandwidth!r}")
-        self.d_in, self._dim, self.bandwidth = int(d_in), int(dim), float(bandwidth)
+        self.d_in, self._dim, self.bandwidth = d_in, dim, float(bandwidth)
         rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
         self.weights = rng.standard_normal((d_in, dim))
         self.phases = rng.uniform(0.0, 2.0 * math.pi, dim)

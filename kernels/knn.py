@@ -347,7 +347,7 @@ class NoveltyIndex:
         dim = check_int("dim", dim)
         if min_buffer < 0:
             raise ValueError(f"min_buffer must be >= 0, got {min_buffer!r}")
-        self._dim = int(dim)
+        self._dim = dim
         self._min_buffer = int(min_buffer)
         self._data = np.empty((64, self._dim))
         self._n = 0

@@ -118,7 +118,7 @@ def check_rollout_batch(
     max_steps = check_int(f"{env}: max_steps", max_steps)
     if not np.isfinite(action_scale):
         raise ValueError(f"{env}: action_scale must be finite, got {action_scale!r}")
-    return genomes, int(max_steps)
+    return genomes, max_steps
 
 
 @njit(cache=True)
