@@ -11,7 +11,7 @@ import importlib.util
 
 from gymnasium.envs.registration import register, registry
 
-# id -> (entry point, max_episode_steps)
+# id -> (entry point, max_episode_steps); constructor arguments in _KWARGS
 _ENVIRONMENTS = {
     "sparserl/HardMaze-v0": ("envs.hardmaze:HardMaze", 2000),
     "sparserl/Curling-v0": ("envs.curling:Curling", 500),
@@ -25,12 +25,26 @@ if importlib.util.find_spec("Box2D") is not None:
 # steps (STAX's 1000: qd.md quirk 5, see envs/antmaze.py).
 if importlib.util.find_spec("mujoco") is not None:
     _ENVIRONMENTS["sparserl/AntMaze-v0"] = ("envs.antmaze:AntMaze", 3000)
+# The MinAtar games, when the `envs` extra (minatar) is installed; no step cap, as in MinAtar
+# (see envs/minatar.py).
+_KWARGS: dict[str, dict] = {}
+if importlib.util.find_spec("minatar") is not None:
+    from envs.minatar import GAMES
+
+    for _name, _game in GAMES.items():
+        _ENVIRONMENTS[f"sparserl/MinAtar-{_name}-v0"] = ("envs.minatar:MinAtar", None)
+        _KWARGS[f"sparserl/MinAtar-{_name}-v0"] = {"game": _game}
 
 
 def _register_all() -> None:
     for env_id, (entry_point, max_steps) in _ENVIRONMENTS.items():
         if env_id not in registry:
-            register(id=env_id, entry_point=entry_point, max_episode_steps=max_steps)
+            register(
+                id=env_id,
+                entry_point=entry_point,
+                max_episode_steps=max_steps,
+                kwargs=_KWARGS.get(env_id, {}),
+            )
 
 
 _register_all()

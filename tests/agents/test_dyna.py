@@ -56,7 +56,8 @@ def _config(name: str, overrides=()):
 def test_configs_load(name):
     cls, config = _config(name)
     assert config.algorithm in ("dqn", "dyna")
-    assert config.budget == (100_000 if "mountaincar" in name else 50_000)
+    long = "mountaincar" in name or "minatar" in name
+    assert config.budget == (100_000 if long else 50_000)
 
 
 def _run(cls, config, iterations=None) -> tuple[object, list[dict]]:
@@ -88,6 +89,7 @@ def _same_rows(a: list[dict], b: list[dict]) -> None:
         ("dyna_acrobot.toml", DYNA_QUICK),
         ("dyna_mountaincar.toml", [*DYNA_QUICK, "dyna.model=nn_replay"]),
         ("dyna_cartpole.toml", [*DYNA_QUICK, "dyna.model=nn_online"]),
+        ("dyna_minatar_breakout.toml", DYNA_QUICK),
     ],
 )
 def test_resume_gives_the_same_run(name, extra):
