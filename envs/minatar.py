@@ -100,14 +100,10 @@ class MinAtar(gym.Env):
 
 def _palette(channels: int) -> np.ndarray:
     """Black for an empty cell, then one colour per channel (HSV hues spread evenly)."""
-    hues = np.arange(channels) / channels
-    rgb = np.stack([_hsv_to_rgb(h, 0.7, 0.95) for h in hues])
-    return np.vstack([[0, 0, 0], rgb * 255]).astype(np.uint8)
+    from matplotlib.colors import hsv_to_rgb  # here, not at `import envs`: it registers MinAtar
 
-
-def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
-    k = (np.array([5.0, 3.0, 1.0]) + h * 6.0) % 6.0
-    return v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    hsv = np.column_stack([np.arange(channels) / channels, np.full((channels, 2), (0.7, 0.95))])
+    return np.vstack([[0, 0, 0], hsv_to_rgb(hsv) * 255]).astype(np.uint8)
 
 
 def render_grid(state: np.ndarray, palette: np.ndarray, cell: int) -> np.ndarray:
