@@ -28,7 +28,10 @@ costs O(sum of the active rows' lengths + k^3), independent of the number of sam
 rhs is computed as C[S] - sum over the columns outside S, which is the formula above with the S
 x S terms cancelled exactly. One scan of each active row does both the S x S accumulation and
 that sum; the k x k system is solved by a Cholesky factorisation written for one core (see
-`_cholesky_solve`).
+`_cholesky_solve`). Outputs whose targets have all been zero so far are left out of the update:
+their columns of C are zero, hence so are their weights, and every output's arithmetic is its own,
+so the result is bit for bit the full update's (a MinAtar grid's cells that never change, most of
+Breakout's, cost nothing).
 
 - ``encode_reference`` / ``DenseFTLReference`` / ``ridge_ftl_solution``: plain NumPy references
   (dense A, exactly the formula above; the exact ridge solution) that the tests compare against.
@@ -382,8 +385,8 @@ def _ftl_update_kernel(
     (next sample, error): error -1 none, else the sample with a repeated index (which leaves
     no trace)."""
     n, k = idx.shape
-    out_dim = y.shape[1]
-    groups = W.shape[1] // LANES
+    out_dim = y.shape[1]  # the live outputs: W's and C's first out_dim columns
+    groups = max(1, (out_dim + LANES - 1) // LANES)
     block = blk_col.shape[1]
     worst = k * ((k + block - 1) // block)
     G = np.empty((k, k + out_dim))
@@ -591,6 +594,10 @@ class SparseFTL:
     whose condition bound exceeded ``ILL_CONDITIONED``, ``failed_solves`` (Cholesky failed: the
     sample is kept in A and C but W is not moved).
 
+    Outputs become live at their first nonzero target, and only live ones are updated and
+    predicted (exact: a column whose targets are all zero has zero weights); internally their
+    columns are packed in the order they became live (``live_outputs``).
+
     Layout. Features get slots in the order they are first seen, so the weights, targets'
     sums and row heads of the features seen so far are small dense arrays that stay in cache
     while a row of A is scanned, and a row's entries (appended sample by sample) point to
@@ -628,6 +635,7 @@ class SparseFTL:
         self._pos = np.empty(0, np.int32)
         self._W = np.zeros((0, -(-out_dim // LANES) * LANES))
         self._C = np.zeros((0, out_dim))
+        self._set_outputs(np.empty(0, np.int64))
         self._row_head = np.empty(0, np.int32)
         self._row_tail = np.empty(0, np.int32)
         self._row_fill = np.empty(0, np.int32)
@@ -676,6 +684,15 @@ class SparseFTL:
         )
         return sum(a.nbytes for a in arrays)
 
+    def _set_outputs(self, outputs: np.ndarray) -> None:
+        self._outputs = outputs  # internal column j holds output outputs[j]
+        self._all_in_order = np.array_equal(outputs, np.arange(self.out_dim))
+
+    @property
+    def live_outputs(self) -> np.ndarray:
+        """Outputs that have had a nonzero target, in the order they did (a copy)."""
+        return self._outputs.copy()
+
     @property
     def W(self) -> np.ndarray:
         """Weights as a dense (dim, out_dim) array (a copy; rows of unseen features are 0)."""
@@ -687,9 +704,18 @@ class SparseFTL:
         return self._dense(self._C)
 
     def _dense(self, per_slot: np.ndarray) -> np.ndarray:
-        used = self.features_seen
-        out = np.zeros((self.dim, self.out_dim))
-        out[self._feat[:used]] = per_slot[:used, : self.out_dim]
+        return self._external(per_slot[: self.features_seen], self._feat[: self.features_seen])
+
+    def _external(self, internal: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Internal columns (the first len(live) of `internal`) as all out_dim outputs, rows
+        placed at `rows` of a (dim, out_dim) array, or kept as they are when None."""
+        live = len(self._outputs)
+        n = internal.shape[0] if rows is None else self.dim
+        out = np.zeros((n, self.out_dim))
+        if rows is None:
+            out[:, self._outputs] = internal[:, :live]
+        else:
+            out[rows[:, None], self._outputs] = internal[:, :live]
         return out
 
     # -- learning ------------------------------------------------------------------------------
@@ -753,6 +779,12 @@ class SparseFTL:
         """Add samples (one after another) and re-solve each one's active rows of W."""
         idx, val, y = self._check(idx, val, y)
         k = idx.shape[1]
+        new = np.flatnonzero((y != 0.0).any(axis=0))
+        new = new[~np.isin(new, self._outputs)]
+        if len(new):
+            self._set_outputs(np.concatenate([self._outputs, new]))
+        if not self._all_in_order:
+            y = np.ascontiguousarray(y[:, self._outputs])
         if self.block_size is None:
             self.block_size = max(k, MIN_BLOCK)
         if self._blk_col.shape[1] != self.block_size:
@@ -792,9 +824,9 @@ class SparseFTL:
     def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         """(n, k) indices and values -> (n, out_dim) predictions sum_j v_j W[j]."""
         idx, val = self._check(idx, val)
-        out = np.empty((idx.shape[0], self.out_dim))
+        out = np.empty((idx.shape[0], len(self._outputs)))
         _predict_kernel(idx, val, self._slot_of, self._W, out)
-        return out
+        return out if self._all_in_order else self._external(out)
 
     def _rows_csr(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ptr, column slots, values) of the given slots' rows, entries in row order."""
@@ -829,8 +861,9 @@ class SparseFTL:
             "ridge": self.ridge,
             "block_size": self.block_size,
             "features": self._feat[:used].copy(),
-            "W": self._W[:used, : self.out_dim].copy(),
-            "C": self._C[:used].copy(),
+            "W": self._external(self._W[:used]),
+            "C": self._external(self._C[:used]),
+            "live_outputs": self._outputs.copy(),
             "row_ptr": ptr,
             "row_col": col,
             "row_val": vals,
@@ -861,8 +894,11 @@ class SparseFTL:
         model._counters[_SLOTS] = used
         model._feat[:used] = features
         model._slot_of[features] = np.arange(used, dtype=np.int32)
-        model._W[:used, : model.out_dim] = state["W"]
-        model._C[:used] = state["C"]
+        # saved before outputs were tracked: all live, in their own order (the same update)
+        outputs = np.asarray(state.get("live_outputs", np.arange(model.out_dim)), np.int64)
+        model._set_outputs(outputs)
+        model._W[:used, : len(outputs)] = np.asarray(state["W"])[:, outputs]
+        model._C[:used, : len(outputs)] = np.asarray(state["C"])[:, outputs]
         model._counters[_BLOCKS] = _csr_to_rows(
             ptr,
             np.asarray(state["row_col"], np.int32),

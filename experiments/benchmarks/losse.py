@@ -1,13 +1,17 @@
 """Losse sparse FTL benchmark: updates per second and memory, sparse store vs dense A.
 
     python -m experiments.benchmarks.losse [--baseline OLD_LOSSE.py] [--sizes 0,2] [--no-gap]
+        [--minatar GAME]
 
 Runs on one core (BLAS and Numba limited to one thread before NumPy loads); rates are per
 CPU-second of the process (``time.process_time``, growth of the store's memory included), so
 a shared machine slows the wall clock but not the figure, and per wall-clock second beside
 them. Workload: a trajectory-like input stream, as a world model sees it: a 4-D random walk
 (steps N(0, 0.05) per axis, clipped to [-1, 1], times 2 before encoding) and 6 targets (4 state
-changes, reward, termination), one sample per update. For each (F, B, b) of issue 7:
+changes, reward, termination), one sample per update. ``--minatar Breakout`` (the ``envs``
+extra) swaps it for a MinAtar game's uniformly random play, as the Dyna agent's model sees it: the
+400 (or more) 0/1 cells scaled to [-1, 1] as inputs, their changes (most cells never change, so
+most targets stay zero), reward and termination as targets. For each (F, B, b) of issue 7:
 
 - sparse: ``SparseFTL`` (Numba, A stored as rows of co-activated pairs); the first ``WARM``
   updates are not timed, then ``UPDATES`` updates are timed in ``WINDOWS`` equal windows so a
@@ -63,6 +67,26 @@ def _stream(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return x, np.column_stack([y, (x[:, 0] > 1.5).astype(float)])
 
 
+def _minatar_stream(n: int, game: str) -> tuple[np.ndarray, np.ndarray]:
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the MinAtar games when the extra is installed)
+
+    env_id = f"sparserl/MinAtar-{game}-v0"
+    if env_id not in gym.registry:
+        raise SystemExit(f"--minatar {game}: no {env_id} (is the minatar extra installed?)")
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=SEED)
+    rng = np.random.default_rng(SEED)
+    x, y = [], []
+    for _ in range(n):
+        nxt, reward, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+        x.append(2.0 * obs - 1.0)
+        y.append(np.concatenate([2.0 * (nxt - obs), [reward, float(terminated)]]))
+        obs = env.reset()[0] if terminated or truncated else nxt
+    return np.array(x), np.array(y)
+
+
 def _available_bytes() -> int:
     try:
         with open("/proc/meminfo") as fh:
@@ -104,7 +128,7 @@ def _time_sparse(cls: type, dim: int, idx: np.ndarray, val: np.ndarray, y: np.nd
     """Rates per window, overall rate, pairs and peak traced memory of one regressor class."""
     n = idx.shape[0]
     tracemalloc.start()
-    model = cls(dim, D_OUT)
+    model = cls(dim, y.shape[1])
     model.update(idx[:WARM], val[:WARM], y[:WARM])
     rates, seconds, wall = [], 0.0, 0.0
     bounds = np.linspace(WARM, n, WINDOWS + 1).astype(int)
@@ -127,25 +151,32 @@ def _time_sparse(cls: type, dim: int, idx: np.ndarray, val: np.ndarray, y: np.nd
     }
 
 
-def _bench(size: tuple[int, int, int], rng: np.random.Generator, baseline: type | None) -> dict:
+def _bench(
+    size: tuple[int, int, int], rng: np.random.Generator, baseline: type | None, game: str | None
+) -> dict:
     F, B, b = size
     n = WARM + UPDATES[size]
     enc = LosseEncoder(D_IN, F, B, b, rng)
     x, y = _stream(n, rng)
+    if game is not None:  # the same draws as without, so the other sizes' streams stay put
+        x, y = _minatar_stream(n, game)
+        enc = LosseEncoder(x.shape[1], F, B, b, np.random.default_rng(SEED))
     idx, val = enc.encode(x)
     out = _time_sparse(SparseFTL, enc.dim, idx, val, y)
+    live = int((y != 0).any(axis=0).sum())
     out.update(d=enc.dim, k=enc.active, dense_bytes=8 * enc.dim**2, dense_rate=None, diff=None)
+    out["outputs"] = f"{y.shape[1]} outputs ({live} with a nonzero target)"
     out["base"] = None if baseline is None else _time_sparse(baseline, enc.dim, idx, val, y)
     if out["base"] is not None:
         out["base"]["diff"] = float(np.abs(out["W"] - out["base"]["W"]).max())
     if out["dense_bytes"] <= _available_bytes() // 4:
         m = min(DENSE_UPDATES, n)
-        dense = DenseFTLReference(enc.dim, D_OUT)
+        dense = DenseFTLReference(enc.dim, y.shape[1])
         c0 = time.process_time()
         for i in range(m):
             dense.update(idx[i], val[i], y[i])
         out["dense_rate"] = m / (time.process_time() - c0)
-        check = SparseFTL(enc.dim, D_OUT)
+        check = SparseFTL(enc.dim, y.shape[1])
         check.update(idx[:m], val[:m], y[:m])
         out["diff"] = float(np.abs(check.W - dense.W).max())
     return out
@@ -194,14 +225,22 @@ def main() -> None:
         help=f"comma-separated positions in {SIZES} (default: all)",
     )
     parser.add_argument("--no-gap", action="store_true", help="skip the exact-FTL gap table")
+    parser.add_argument(
+        "--minatar", metavar="GAME", help="a MinAtar game's random play instead of the random walk"
+    )
     args = parser.parse_args()
     try:
         chosen = [SIZES[int(i)] for i in args.sizes.split(",")]
     except (ValueError, IndexError):
         raise SystemExit(f"--sizes {args.sizes!r}: give positions 0-{len(SIZES) - 1}") from None
     baseline = None if args.baseline is None else _load_baseline(args.baseline)
+    stream = (
+        f"{D_IN}-D random-walk inputs, {D_OUT} targets"
+        if args.minatar is None
+        else f"MinAtar {args.minatar} under random play (cells, their changes, reward, end)"
+    )
     print(
-        f"Losse sparse FTL, one sample per update, {D_IN}-D random-walk inputs, {D_OUT} targets, "
+        f"Losse sparse FTL, one sample per update, {stream}, "
         f"one thread; cpus {os.cpu_count()}; load average "
         + " ".join(f"{v:.2f}" for v in os.getloadavg())
     )
@@ -214,8 +253,8 @@ def main() -> None:
             LosseEncoder(D_IN, *size, rng)
             _stream(WARM + UPDATES[size], rng)
             continue
-        r = results[size] = _bench(size, rng, baseline)
-        print(f"\n{size}: d = {r['d']:,}, k = {r['k']}")
+        r = results[size] = _bench(size, rng, baseline, args.minatar)
+        print(f"\n{size}: d = {r['d']:,}, k = {r['k']}, {r['outputs']}")
         print(
             f"{'kernel':>9} {'upd/s':>9} {'per window':>27} {'wall':>6} | "
             f"{'pairs':>11} {'B/pair':>6} {'peak':>10}"
@@ -242,7 +281,7 @@ def main() -> None:
         "stored pair of A, W and C included)"
     )
     for size, r in results.items():
-        if r["k"] == 200:
+        if r["k"] == 200 and args.minatar is None:  # the goal's workload
             verdict = "met" if r["rate"] >= GOAL_RATE else "NOT MET"
             print(f"goal {size} k=200: {r['rate']:.0f} updates/s (>= {GOAL_RATE:.0f}): {verdict}")
     if SIZES[-1] in results:

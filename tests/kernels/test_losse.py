@@ -127,6 +127,46 @@ def test_long_rows_and_many_outputs_match_dense_reference(block_size):
     np.testing.assert_allclose(sparse.predict(idx, val), dense.predict(idx, val), atol=1e-9)
 
 
+def test_outputs_with_only_zero_targets_so_far_are_skipped_bit_for_bit():
+    """Like a MinAtar grid: some outputs never change (targets all 0), some start changing
+    late; 11 outputs span two LANES groups, one of them all zero. Skipping the zero ones
+    gives exactly the update with every output live from the start."""
+    rng = np.random.default_rng(3)
+    enc = LosseEncoder(3, 10, 4, 2, rng)
+    x = rng.uniform(-3, 3, (300, 3))
+    y = np.column_stack([np.sin(x @ rng.normal(size=3) + c) for c in range(11)])
+    y[:, [1, 4, 8, 9, 10]] = 0.0  # never live (8-10: all of the second group but column 7)
+    y[:120, 6] = 0.0  # live from sample 120
+    y[:40, 2] = 0.0  # live from sample 40: internal order 0, 3, 5, 7, 2, 6
+    idx, val = enc.encode(x)
+    skipping = SparseFTL(enc.dim, 11, eps=1e-4, blocks=1)
+    full = SparseFTL(enc.dim, 11, eps=1e-4, blocks=1)
+    full._set_outputs(np.arange(11))  # every output live: the update without skipping
+    skipping.update(idx[:30], val[:30], y[:30])  # a batch: outputs live from any of its rows
+    np.testing.assert_array_equal(skipping.live_outputs, [0, 3, 5, 7])
+    for n in range(30, 300):  # single-sample calls as a Dyna agent makes them
+        skipping.update(idx[n], val[n], y[n])
+    full.update(idx, val, y)
+    np.testing.assert_array_equal(skipping.live_outputs, [0, 3, 5, 7, 2, 6])
+    np.testing.assert_array_equal(skipping.W, full.W)
+    np.testing.assert_array_equal(skipping.C, full.C)
+    pred = skipping.predict(idx, val)
+    np.testing.assert_array_equal(pred, full.predict(idx, val))
+    assert not pred[:, [1, 4, 8, 9, 10]].any() and pred[:, 6].any()
+    # a reload keeps the order; a checkpoint saved before outputs were tracked loads as all
+    # live (the update it was made with) and goes on identically
+    clone = SparseFTL.from_state_dict(pickle.loads(pickle.dumps(skipping.state_dict())))
+    np.testing.assert_array_equal(clone.live_outputs, skipping.live_outputs)
+    old_state = full.state_dict()
+    del old_state["live_outputs"]
+    old = SparseFTL.from_state_dict(old_state)
+    for model in (skipping, clone, full, old):
+        model.update(idx[:50], val[:50], y[::-1][:50])
+    np.testing.assert_array_equal(clone.W, skipping.W)
+    np.testing.assert_array_equal(old.W, full.W)
+    np.testing.assert_array_equal(skipping.W, full.W)
+
+
 def test_one_dimensional_regression_is_within_two_percent_of_exact_ftl():
     rng = np.random.default_rng(0)
     enc = LosseEncoder(1, 50, 5, 2, np.random.default_rng(1))
