@@ -17,7 +17,10 @@ steps through the model with the current epsilon-greedy policy, the imagined tra
 their own FIFO buffer with the model's termination probability as ``terminated`` (so the target
 is the expected one under the model, see `agents.world_model`; a rollout stops where that
 probability reaches 0.5), and ``planning_ratio`` x ``gradient_steps`` more steps are taken on
-imagined minibatches (fractions carry over between rounds).
+imagined minibatches (fractions carry over between rounds). ``snap_states`` (off by default, a
+deviation from Dyna with a regression model) snaps imagined next states to the nearer bound of
+each dimension, for observations that take only those (MinAtar's 0/1 grids, where a regression
+model predicts blends of cells); a real observation off its bounds then stops the run.
 
 Budget unit: environment steps. The paper's Dyna settings are not public (world_models.md
 §1.5); each default states its reason in the configs.
@@ -35,7 +38,7 @@ from agents.dqn import DQNParams, DQNTrainer, EnvConfig, int_seed
 from agents.losse import LosseParams, LosseWorldModel
 from agents.nn_world_model import NNModelParams, NNWorldModel
 from agents.replay import ReplayBuffer
-from agents.world_model import bounds_for, heldout_errors, imagine
+from agents.world_model import bounds_for, check_on_bounds, heldout_errors, imagine
 
 __all__ = ["DynaConfig", "DynaTrainer", "PlanningParams"]
 
@@ -51,6 +54,7 @@ class PlanningParams:
     plan_after_terminations: int = field(default=1, metadata={"ge": 0})
     heldout_size: int = field(default=500, metadata={"ge": 0})
     heldout_every: int = field(default=5, metadata={"ge": 2})
+    snap_states: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ class DynaTrainer(DQNTrainer):
         self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool
     ) -> None:
         dyna = self.config.dyna
+        if dyna.snap_states:
+            check_on_bounds(self.model.bounds, next_obs)
         if (
             len(self.heldout) < dyna.heldout_size
             and self.env_steps % dyna.heldout_every == dyna.heldout_every - 1
@@ -135,7 +141,7 @@ class DynaTrainer(DQNTrainer):
         obs = self.replay.sample(starts, self.plan_rng)["obs"].astype(np.float64)
         for _ in range(dyna.horizon):
             action = self.planning_actions(obs, self.plan_rng)
-            next_obs, reward, p_terminated = imagine(self.model, obs, action)
+            next_obs, reward, p_terminated = imagine(self.model, obs, action, dyna.snap_states)
             self.imagined.add(obs, action, reward, next_obs, p_terminated)
             obs = next_obs[p_terminated < 0.5]
             if len(obs) == 0:

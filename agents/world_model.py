@@ -127,14 +127,29 @@ class WorldModel(ABC):
 
 
 def imagine(
-    model: WorldModel, obs: np.ndarray, action: np.ndarray
+    model: WorldModel, obs: np.ndarray, action: np.ndarray, snap: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Imagined transitions from raw observations (n, dim): (next_obs (n, dim), reward (n,),
-    termination probability (n,) in [0, 1])."""
+    termination probability (n,) in [0, 1]). ``snap``: every next-state value goes to the nearer
+    of its dimension's bounds (for observations that take only those, such as 0/1 grids)."""
     x = model.bounds.normalize(obs, count=False)
     y = model.predict_normalized(x, action)
-    next_obs = model.bounds.denormalize(np.clip(x + y[:, :-2], -1.0, 1.0))
-    return next_obs, y[:, -2], np.clip(y[:, -1], 0.0, 1.0)
+    next_x = np.clip(x + y[:, :-2], -1.0, 1.0)
+    if snap:
+        next_x = np.where(next_x >= 0.0, 1.0, -1.0)
+    return model.bounds.denormalize(next_x), y[:, -2], np.clip(y[:, -1], 0.0, 1.0)
+
+
+def check_on_bounds(bounds: ObservationBounds, obs: np.ndarray) -> None:
+    """Raise unless every value of ``obs`` is one of its dimension's bounds."""
+    off = ~((obs == bounds.low) | (obs == bounds.high))
+    if off.any():
+        j = int(np.flatnonzero(off)[0])
+        raise ValueError(
+            "dyna.snap_states needs observations that only take their bounds' values (0/1 "
+            f"grids such as MinAtar's), got {obs[j]} in dimension {j} (bounds "
+            f"[{bounds.low[j]}, {bounds.high[j]}])"
+        )
 
 
 def heldout_errors(model: WorldModel, heldout: dict[str, np.ndarray]) -> dict[str, float]:

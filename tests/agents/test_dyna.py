@@ -205,6 +205,40 @@ def test_imagined_termination_is_the_models_probability():
         np.testing.assert_allclose(trainer.imagined.reward[:imagined], 1.0)
 
 
+class _BlendModel:
+    """A stand-in model on a 0/1 grid: every cell moves by `delta` (in raw units)."""
+
+    def __init__(self, bounds, delta) -> None:
+        self.bounds, self.delta = bounds, np.asarray(delta, np.float64)
+
+    def predict_normalized(self, x, action):
+        change = np.broadcast_to(2.0 * self.delta, x.shape)
+        return np.column_stack([change, np.zeros(len(x)), np.zeros(len(x))])
+
+
+def test_snapped_imagined_states_are_grids_and_off_grid_observations_stop_the_run():
+    overrides = [*QUICK, *DYNA_QUICK, "dyna.horizon=1", "dyna.snap_states=true"]
+    cls, config = _config("dyna_minatar_breakout.toml", overrides)
+    trainer, _ = _run(cls, config, iterations=1)
+    delta = np.tile([0.3, -0.3, 0.6, -0.6], 100)  # blends a regression model would give
+    trainer.model = _BlendModel(trainer.model.bounds, delta)
+    trainer.imagined = type(trainer.imagined)(1000, trainer.obs_dim)
+    trainer._imagine()
+    n = len(trainer.imagined)
+    start, nxt = trainer.imagined.obs[:n], trainer.imagined.next_obs[:n]
+    assert n > 0 and set(np.unique(nxt)) <= {0.0, 1.0}
+    # a cell moves only where the blend passes the middle: +0.6 from 0, -0.6 from 1
+    expected = np.where(start + delta >= 0.5, 1.0, 0.0)
+    np.testing.assert_array_equal(nxt, expected)
+    unsnapped = DynaTrainer(_config("dyna_minatar_breakout.toml", overrides[:-1])[1])
+    unsnapped.model = trainer.model
+    unsnapped.replay = trainer.replay
+    unsnapped._imagine()
+    assert not set(np.unique(unsnapped.imagined.next_obs[: len(unsnapped.imagined)])) <= {0, 1}
+    with pytest.raises(ValueError, match=r"snap_states needs .* dimension 0 \(bounds"):
+        _run(*_config("dyna_cartpole.toml", [*QUICK, *DYNA_QUICK, "dyna.snap_states=true"]))
+
+
 def test_no_imagination_before_the_model_has_seen_a_termination():
     """Until the model has learned a termination, Dyna must be exactly DQN (same seed); it
     imagines once allowed."""
