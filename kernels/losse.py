@@ -386,7 +386,7 @@ def _ftl_update_kernel(
     no trace)."""
     n, k = idx.shape
     out_dim = y.shape[1]  # the live outputs: W's and C's first out_dim columns
-    groups = max(1, (out_dim + LANES - 1) // LANES)
+    groups = (out_dim + LANES - 1) // LANES
     block = blk_col.shape[1]
     worst = k * ((k + block - 1) // block)
     G = np.empty((k, k + out_dim))
@@ -686,6 +686,8 @@ class SparseFTL:
 
     def _set_outputs(self, outputs: np.ndarray) -> None:
         self._outputs = outputs  # internal column j holds output outputs[j]
+        self._live = np.zeros(self.out_dim, bool)
+        self._live[outputs] = True
         self._all_in_order = np.array_equal(outputs, np.arange(self.out_dim))
 
     @property
@@ -704,18 +706,15 @@ class SparseFTL:
         return self._dense(self._C)
 
     def _dense(self, per_slot: np.ndarray) -> np.ndarray:
-        return self._external(per_slot[: self.features_seen], self._feat[: self.features_seen])
+        used = self.features_seen
+        out = np.zeros((self.dim, self.out_dim))
+        out[self._feat[:used]] = self._external(per_slot[:used])
+        return out
 
-    def _external(self, internal: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Internal columns (the first len(live) of `internal`) as all out_dim outputs, rows
-        placed at `rows` of a (dim, out_dim) array, or kept as they are when None."""
-        live = len(self._outputs)
-        n = internal.shape[0] if rows is None else self.dim
-        out = np.zeros((n, self.out_dim))
-        if rows is None:
-            out[:, self._outputs] = internal[:, :live]
-        else:
-            out[rows[:, None], self._outputs] = internal[:, :live]
+    def _external(self, internal: np.ndarray) -> np.ndarray:
+        """Rows in internal column order (the first len(live) columns) as all out_dim outputs."""
+        out = np.zeros((internal.shape[0], self.out_dim))
+        out[:, self._outputs] = internal[:, : len(self._outputs)]
         return out
 
     # -- learning ------------------------------------------------------------------------------
@@ -779,10 +778,10 @@ class SparseFTL:
         """Add samples (one after another) and re-solve each one's active rows of W."""
         idx, val, y = self._check(idx, val, y)
         k = idx.shape[1]
-        new = np.flatnonzero((y != 0.0).any(axis=0))
-        new = new[~np.isin(new, self._outputs)]
-        if len(new):
-            self._set_outputs(np.concatenate([self._outputs, new]))
+        if len(self._outputs) < self.out_dim:
+            new = np.flatnonzero((y != 0.0).any(axis=0) & ~self._live)
+            if len(new):
+                self._set_outputs(np.concatenate([self._outputs, new]))
         if not self._all_in_order:
             y = np.ascontiguousarray(y[:, self._outputs])
         if self.block_size is None:

@@ -177,15 +177,15 @@ def test_plots_and_summary(tmp_path, capsys):
 
 
 class _FixedModel:
-    """A stand-in world model: no state change, reward 1, a fixed terminated output."""
+    """A stand-in world model: a fixed normalised state change (none by default), reward 1, a
+    fixed terminated output."""
 
-    def __init__(self, bounds, done_output: float) -> None:
-        self.bounds, self.done_output = bounds, done_output
+    def __init__(self, bounds, done_output: float, change=0.0) -> None:
+        self.bounds, self.done_output, self.change = bounds, done_output, change
 
     def predict_normalized(self, x, action):
-        return np.column_stack(
-            [np.zeros_like(x), np.ones(len(x)), np.full(len(x), self.done_output)]
-        )
+        change = np.broadcast_to(self.change, x.shape)
+        return np.column_stack([change, np.ones(len(x)), np.full(len(x), self.done_output)])
 
 
 def test_imagined_termination_is_the_models_probability():
@@ -205,23 +205,12 @@ def test_imagined_termination_is_the_models_probability():
         np.testing.assert_allclose(trainer.imagined.reward[:imagined], 1.0)
 
 
-class _BlendModel:
-    """A stand-in model on a 0/1 grid: every cell moves by `delta` (in raw units)."""
-
-    def __init__(self, bounds, delta) -> None:
-        self.bounds, self.delta = bounds, np.asarray(delta, np.float64)
-
-    def predict_normalized(self, x, action):
-        change = np.broadcast_to(2.0 * self.delta, x.shape)
-        return np.column_stack([change, np.zeros(len(x)), np.zeros(len(x))])
-
-
 def test_snapped_imagined_states_are_grids_and_off_grid_observations_stop_the_run():
     overrides = [*QUICK, *DYNA_QUICK, "dyna.horizon=1", "dyna.snap_states=true"]
     cls, config = _config("dyna_minatar_breakout.toml", overrides)
     trainer, _ = _run(cls, config, iterations=1)
     delta = np.tile([0.3, -0.3, 0.6, -0.6], 100)  # blends a regression model would give
-    trainer.model = _BlendModel(trainer.model.bounds, delta)
+    trainer.model = _FixedModel(trainer.model.bounds, 0.0, change=2.0 * delta)  # 0/1 -> [-1, 1]
     trainer.imagined = type(trainer.imagined)(1000, trainer.obs_dim)
     trainer._imagine()
     n = len(trainer.imagined)
