@@ -16,23 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from envs.run_files import read_metrics  # noqa: E402
+from envs.figures import new_figure, save_figure
+from envs.run_files import read_metrics
 
 __all__ = ["plot_comparison", "plot_run", "summarize"]
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def _compute_parts(m: dict[str, np.ndarray]) -> dict[str, float]:
@@ -66,7 +55,7 @@ def plot_comparison(groups: dict[str, list[Path]], out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     paths = []
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     for label, runs in data.items():
         steps, values = _stack(runs, "return_last10")
         mean = np.nanmean(values, axis=0)
@@ -76,11 +65,11 @@ def plot_comparison(groups: dict[str, list[Path]], out_dir: Path) -> list[Path]:
     ax.set_xlabel("environment steps")
     ax.set_ylabel("return (last 10 episodes)")
     ax.legend(fontsize=8)
-    paths.append(_save(fig, out_dir / "returns.png"))
+    paths.append(save_figure(fig, out_dir / "returns.png"))
 
     with_model = {k: v for k, v in data.items() if "model_error_state" in v[0]}
     if with_model:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = new_figure(figsize=(6, 4))
         for label, runs in with_model.items():
             steps, values = _stack(runs, "model_error_state")
             ax.plot(steps, np.nanmean(values, axis=0), label=label)
@@ -91,9 +80,9 @@ def plot_comparison(groups: dict[str, list[Path]], out_dir: Path) -> list[Path]:
         ax.set_ylabel("held-out next-state MSE (normalised)")
         ax.set_title("model error on early transitions")
         ax.legend(fontsize=8)
-        paths.append(_save(fig, out_dir / "model_error.png"))
+        paths.append(save_figure(fig, out_dir / "model_error.png"))
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     labels = list(data)
     bottom = np.zeros(len(labels))
     for part in ("acting + DQN", "planning", "model"):
@@ -103,7 +92,7 @@ def plot_comparison(groups: dict[str, list[Path]], out_dir: Path) -> list[Path]:
     ax.set_ylabel("CPU ms per environment step")
     ax.tick_params(axis="x", labelsize=8, rotation=15)
     ax.legend(fontsize=8)
-    paths.append(_save(fig, out_dir / "compute.png"))
+    paths.append(save_figure(fig, out_dir / "compute.png"))
     return paths
 
 

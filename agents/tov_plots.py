@@ -1,7 +1,7 @@
 """Plots of TOV-VICReg: loss curves, CLS attention maps, probe bar chart, sparsity per layer.
 
-Every function writes PNG files (matplotlib, Agg backend) into a ``plots/`` folder of the given
-directory and returns their paths.
+Every function writes PNG files (drawn without pyplot, `envs.figures`) into a ``plots/`` folder
+of the given directory and returns their paths.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.figures import new_figure, save_figure
 from envs.run_files import read_metrics
 
 # Mean action-probe scores of the paper's README (world_models.md §2.8), drawn beside ours.
@@ -21,15 +22,6 @@ PAPER_ACTION_PROBE = {
 }
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plots_dir(root: Path) -> Path:
     out = Path(root) / "plots"
     out.mkdir(parents=True, exist_ok=True)
@@ -37,10 +29,9 @@ def _plots_dir(root: Path) -> Path:
 
 
 def plot_loss_curves(metrics: dict[str, np.ndarray], out_dir: Path) -> Path:
-    plt = _plt()
     x = metrics["epoch"]
     terms = [k for k in ("inv", "var", "cov", "tov") if k in metrics]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, axes = new_figure(1, 3, figsize=(14, 3.8))
     axes[0].plot(x, metrics["loss"], color="k")
     axes[0].set(title="weighted total loss", xlabel="epoch")
     for k in terms:
@@ -53,10 +44,8 @@ def plot_loss_curves(metrics: dict[str, np.ndarray], out_dir: Path) -> Path:
     axes[2].plot(x, metrics["lr"] / max(metrics["lr"].max(), 1e-12), "--", label="lr / max")
     axes[2].set(xlabel="epoch")
     axes[2].legend()
-    fig.tight_layout()
     path = out_dir / "loss_curves.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -65,13 +54,12 @@ def plot_attention(encoder, stacks: np.ndarray, out_dir: Path, name: str = "atte
     newest frame of each stack."""
     import torch
 
-    plt = _plt()
     encoder = encoder.cpu().eval()
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(stacks)).float() / 255.0
         attn = encoder.cls_attention(x).mean(dim=1).numpy()
     n = len(stacks)
-    fig, axes = plt.subplots(2, n, figsize=(2.4 * n, 5), squeeze=False)
+    fig, axes = new_figure(2, n, figsize=(2.4 * n, 5), squeeze=False)
     size = stacks.shape[-1]
     covered = encoder.grid * encoder.spec.patch_size
     for i in range(n):
@@ -82,10 +70,8 @@ def plot_attention(encoder, stacks: np.ndarray, out_dir: Path, name: str = "atte
             ax.set(xlim=(0, size), ylim=(size, 0), xticks=[], yticks=[])
     axes[0, 0].set_ylabel("frame t+2")
     axes[1, 0].set_ylabel("CLS attention")
-    fig.tight_layout()
     path = out_dir / f"{name}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -117,12 +103,11 @@ def plot_probes(probe_rows: list[dict], root: Path) -> Path:
     hatched bars beside ours."""
     from agents.probes import summarise
 
-    plt = _plt()
     summary = summarise(probe_rows)
     encoders = list(dict.fromkeys(r["encoder"] for r in summary))
     probes = list(dict.fromkeys(r["probe"] for r in summary))
     value = {(r["encoder"], r["probe"]): r["mean_f1"] for r in summary}
-    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(encoders) * len(probes), 4))
+    fig, ax = new_figure(figsize=(2.2 + 1.6 * len(encoders) * len(probes), 4))
     width = 0.8 / (len(probes) + ("action" in probes))
     x = np.arange(len(encoders))
     for j, probe in enumerate(probes):
@@ -136,17 +121,14 @@ def plot_probes(probe_rows: list[dict], root: Path) -> Path:
     ax.set_xticks(x + width * (len(probes) - 1) / 2, encoders, rotation=15)
     ax.set(ylabel="mean weighted F1 over games", title="linear probes on frozen encoders")
     ax.legend()
-    fig.tight_layout()
     path = _plots_dir(root) / "probes.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
 def plot_sparsity(sparsity_rows: list[dict], root: Path) -> Path:
     """Hoyer measure and near-zero fraction per layer, mean over games, one line per encoder."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = new_figure(1, 2, figsize=(11, 3.8))
     for enc in dict.fromkeys(r["encoder"] for r in sparsity_rows):
         rows = [r for r in sparsity_rows if r["encoder"] == enc]
         layers = sorted({r["layer"] for r in rows})
@@ -156,8 +138,6 @@ def plot_sparsity(sparsity_rows: list[dict], root: Path) -> Path:
     axes[0].set(xlabel="layer", ylabel="Hoyer measure", title="sparsity (higher: sparser)")
     axes[1].set(xlabel="layer", ylabel="fraction |a| < 0.1 rms", title="near-zero units")
     axes[0].legend()
-    fig.tight_layout()
     path = _plots_dir(root) / "sparsity.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from envs.figures import new_figure, save_figure
 from envs.run_files import read_metrics
 from milp.experts import MANIFEST, ExpertSample, load_shard
 from milp.gcnn import GCNN, GraphBatch, fit_prenorms
@@ -324,13 +325,9 @@ def _plot_curves(run_dir: Path) -> list[Path]:
     metrics = read_metrics(run_dir)
     if not metrics:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     epoch = metrics["epoch"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b) = new_figure(1, 2, figsize=(10, 4))
     for key in ("train_loss", "valid_loss"):
         a.plot(epoch, metrics[key], label=key)
     a.set_xlabel("epoch")
@@ -342,8 +339,6 @@ def _plot_curves(run_dir: Path) -> list[Path]:
     b.set_ylabel("validation accuracy")
     b.set_ylim(0, 1)
     b.legend()
-    fig.tight_layout()
     path = run_dir / "curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return [path]

@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from envs.errors import ItemError
+from envs.figures import new_figure, save_figure
 from envs.run_files import read_metrics
 from milp.gcnn import GCNN, GraphBatch, fit_prenorms
 from milp.observations import NodeBipartite
@@ -956,13 +957,9 @@ def _plot_curves(run_dir: Path) -> list[Path]:
     metrics = read_metrics(run_dir)
     if not metrics:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     x = metrics["episodes"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    fig, axes = new_figure(1, 3, figsize=(13, 4))
     for ax, key, label in zip(
         axes,
         ("nodes_mean", "path_return_mean", "loss"),
@@ -973,8 +970,6 @@ def _plot_curves(run_dir: Path) -> list[Path]:
         ax.set_xlabel("episodes")
         ax.set_ylabel(label)
     axes[0].set_yscale("log")
-    fig.tight_layout()
     path = run_dir / "curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return [path]

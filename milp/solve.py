@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from envs.errors import ItemError
+from envs.figures import new_figure, save_figure
 from milp.instances import read_instance, release
 from milp.scip_settings import SolverSettings, scip_rule_name, use_rule
 
@@ -251,16 +252,12 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> dict[s
 
 def write_plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Per (instance, seed) nodes and time of every rule against the first rule (log-log)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     rules = list(dict.fromkeys(r["rule"] for r in rows))
     base, others = rules[0], rules[1:] or rules[:1]
     index = {(r["instance"], r["seed"], r["rule"]): r for r in rows if r["status"] != "error"}
     pairs = sorted({(r["instance"], r["seed"]) for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    fig, axes = new_figure(1, 2, figsize=(10, 4.5))
     for ax, key, shift in ((axes[0], "nodes", 1.0), (axes[1], "time", 1e-3)):
         lo, hi = math.inf, 0.0
         for rule in others:
@@ -281,7 +278,4 @@ def write_plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ax.set_ylabel(f"{key} with the other rule")
         ax.set_title(f"{key} per instance and seed")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)

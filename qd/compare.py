@@ -18,13 +18,10 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from envs.run_files import read_metrics  # noqa: E402
+from envs.figures import new_figure, save_figure
+from envs.run_files import read_metrics
 
 GRID_POINTS = 200
 
@@ -146,7 +143,7 @@ def compare(
         raise ValueError(f"compare: output {out} must end in .png, .pdf or .svg")
     curves = [load_curve(d, metric) for d in run_dirs]
     groups = group_curves(curves)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = new_figure(figsize=(7, 4.5))
     for label, runs in groups.items():
         end = min(float(r.step[-1]) for r in runs)
         grid = np.linspace(0.0, end, GRID_POINTS)
@@ -160,10 +157,7 @@ def compare(
     ax.set_title(f"{metric}: mean ± std over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out)
     return out, _summary(groups)
 
 

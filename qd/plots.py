@@ -10,15 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.patches import Circle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Circle  # noqa: E402
-
-from envs.qd_task import QDTask  # noqa: E402
-from envs.run_files import read_metrics  # noqa: E402
+from envs.figures import new_figure, save_figure
+from envs.qd_task import QDTask
+from envs.run_files import read_metrics
 
 
 def _draw_background(ax: Any, task: QDTask, alpha: float = 1.0) -> None:
@@ -45,7 +42,7 @@ def _decorate(ax: Any, task: QDTask) -> None:
 
 def plot_archive_map(trainer: Any, path: Path) -> Path:
     task = QDTask(trainer.task_key)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = new_figure(figsize=(6.5, 5.5))
     _draw_background(ax, task)
     archive = trainer.archive
     if archive is not None and len(archive):
@@ -77,16 +74,14 @@ def plot_archive_map(trainer: Any, path: Path) -> Path:
         f"{trainer.evaluations} evaluations",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
 def plot_coverage_curve(metrics: dict[str, np.ndarray], path: Path, title: str) -> Path:
     """Coverage against evaluations; with ``coverage_archive`` in the metrics, both definitions:
     every exploration evaluation (SERENE's) and the archive only (TAXONS's)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     if metrics:
         both = "coverage_archive" in metrics
         label = "every exploration evaluation (SERENE)" if both else None
@@ -98,9 +93,7 @@ def plot_coverage_curve(metrics: dict[str, np.ndarray], path: Path, title: str) 
     ax.set_ylabel("coverage of the ground-truth grid (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -109,7 +102,7 @@ def plot_coverage_heatmap(trainer: Any, path: Path) -> Path:
     counts = trainer.coverage.counts
     if counts.ndim != 2:
         counts = counts.reshape(counts.shape[0], -1)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = new_figure(figsize=(6.5, 5.5))
     lo, hi = task.gt_low[:2], task.gt_high[:2]
     _draw_background(ax, task, alpha=0.35)
     # Cell (i, j) covers descriptor 0 bin i and descriptor 1 bin j; imshow wants rows = axis 1.
@@ -126,9 +119,7 @@ def plot_coverage_heatmap(trainer: Any, path: Path) -> Path:
         f"coverage {100 * trainer.coverage.coverage:.1f}% of the "
         f"{trainer.coverage.bins}x{trainer.coverage.bins} grid"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

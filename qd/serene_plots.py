@@ -14,20 +14,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from envs.qd_task import QDTask  # noqa: E402
-from envs.run_files import read_metrics  # noqa: E402
-from qd.plots import _decorate, _draw_background, plot_coverage_curve  # noqa: E402
+from envs.figures import new_figure, save_figure
+from envs.qd_task import QDTask
+from envs.run_files import read_metrics
+from qd.plots import _decorate, _draw_background, plot_coverage_curve
 
 
 def plot_archive_with_rewards(trainer: Any, path: Path) -> Path:
     task = QDTask(trainer.task_key)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = new_figure(figsize=(6.5, 5.5))
     _draw_background(ax, task)
     archive, rewards = trainer.archive, trainer.reward_archive
     if archive is not None and len(archive):
@@ -60,14 +59,12 @@ def plot_archive_with_rewards(trainer: Any, path: Path) -> Path:
         ax.legend(loc="upper right", fontsize=8)
     _decorate(ax, task)
     ax.set_title(f"{task.key.env_id}: SERENE after {trainer.evaluations} evaluations", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
 def plot_reward_curves(metrics: dict[str, np.ndarray], n_areas: int, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     for a in range(n_areas):
         key = f"best_reward_{a}"
         if not metrics or key not in metrics:
@@ -94,14 +91,12 @@ def plot_reward_curves(metrics: dict[str, np.ndarray], n_areas: int, path: Path)
     ax.grid(alpha=0.3)
     if n_areas:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
 def plot_emitter_timeline(timeline: list[dict], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = new_figure(figsize=(9, 4.5))
     for e in timeline:
         if e["event"] == "chunk" and e["kind"] == "explore":
             ax.axvspan(e["start"], e["end"], color="0.9", zorder=0, lw=0)
@@ -123,11 +118,11 @@ def plot_emitter_timeline(timeline: list[dict], path: Path) -> Path:
             failed = "failed" in e["detail"]
             ax.plot(e["end"], y, marker="x" if failed else "|", ms=8, color="tab:red", zorder=3)
     handles = [
-        plt.Rectangle((0, 0), 1, 1, color="0.9", label="exploration chunk"),
-        plt.Rectangle((0, 0), 1, 1, color="tab:green", label="bootstrap, promoted"),
-        plt.Rectangle((0, 0), 1, 1, color="tab:gray", label="bootstrap, discarded"),
-        plt.Rectangle((0, 0), 1, 1, color="tab:blue", label="emitter run"),
-        plt.Line2D([], [], marker="|", ls="", color="tab:red", label="stopped (x: failure)"),
+        Rectangle((0, 0), 1, 1, color="0.9", label="exploration chunk"),
+        Rectangle((0, 0), 1, 1, color="tab:green", label="bootstrap, promoted"),
+        Rectangle((0, 0), 1, 1, color="tab:gray", label="bootstrap, discarded"),
+        Rectangle((0, 0), 1, 1, color="tab:blue", label="emitter run"),
+        Line2D([], [], marker="|", ls="", color="tab:red", label="stopped (x: failure)"),
     ]
     ax.legend(handles=handles, fontsize=7, loc="upper left", framealpha=0.9)
     ax.set_xlabel("evaluations")
@@ -136,9 +131,7 @@ def plot_emitter_timeline(timeline: list[dict], path: Path) -> Path:
         ax.set_yticks(range(len(ids)), [str(i) for i in ids], fontsize=6)
     ax.set_ylim(-1, max(len(ids), 1))
     ax.set_title(f"emitter timeline: {len(ids)} emitters")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

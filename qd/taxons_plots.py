@@ -17,15 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from envs.qd_task import QDTask  # noqa: E402
-from envs.run_files import read_metrics  # noqa: E402
-from qd.plots import (  # noqa: E402
+from envs.figures import new_figure, save_figure
+from envs.qd_task import QDTask
+from envs.run_files import read_metrics
+from qd.plots import (
     _decorate,
     _draw_background,
     plot_coverage_curve,
@@ -57,7 +54,7 @@ def _gt_colours(gt: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray
 def plot_latent_space(trainer: Any, path: Path) -> Path:
     task = QDTask(trainer.task_key)
     archive = trainer.archive
-    fig, (ax_gt, ax_lat) = plt.subplots(1, 2, figsize=(11, 5))
+    fig, (ax_gt, ax_lat) = new_figure(1, 2, figsize=(11, 5))
     _draw_background(ax_gt, task, alpha=0.6)
     if len(archive):
         colours = _gt_colours(archive["gt"], task.gt_low, task.gt_high)
@@ -70,16 +67,14 @@ def plot_latent_space(trainer: Any, path: Path) -> Path:
     ax_lat.set_xlabel("PC 1")
     ax_lat.set_ylabel("PC 2")
     ax_lat.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
 def plot_reconstructions(trainer: Any, path: Path, count: int = 8) -> Path:
     archive = trainer.archive
     n = min(count, len(archive))
-    fig, axes = plt.subplots(2, max(n, 1), figsize=(1.6 * max(n, 1), 3.4), squeeze=False)
+    fig, axes = new_figure(2, max(n, 1), figsize=(1.6 * max(n, 1), 3.4), squeeze=False)
     if n:
         idx = np.linspace(0, len(archive) - 1, n).round().astype(int)
         frames = archive["frames"][idx]
@@ -93,9 +88,7 @@ def plot_reconstructions(trainer: Any, path: Path, count: int = 8) -> Path:
         ax.set_yticks([])
     axes[0, 0].set_ylabel("frame")
     axes[1, 0].set_ylabel("reconstruction")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
