@@ -252,7 +252,6 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> dict[s
 
 def write_plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Per (instance, seed) nodes and time of every rule against the first rule (log-log)."""
-
     rules = list(dict.fromkeys(r["rule"] for r in rows))
     base, others = rules[0], rules[1:] or rules[:1]
     index = {(r["instance"], r["seed"], r["rule"]): r for r in rows if r["status"] != "error"}
