@@ -22,12 +22,6 @@ PAPER_ACTION_PROBE = {
 }
 
 
-def _plots_dir(root: Path) -> Path:
-    out = Path(root) / "plots"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def plot_loss_curves(metrics: dict[str, np.ndarray], out_dir: Path) -> Path:
     x = metrics["epoch"]
     terms = [k for k in ("inv", "var", "cov", "tov") if k in metrics]
@@ -81,7 +75,7 @@ def plot_pretraining(trainer, run_dir: Path) -> list[Path]:
     from agents.frames import FrameDataset
 
     run_dir = Path(run_dir)
-    out = _plots_dir(run_dir)
+    out = run_dir / "plots"
     written = []
     metrics = read_metrics(run_dir)
     if metrics:
@@ -121,7 +115,7 @@ def plot_probes(probe_rows: list[dict], root: Path) -> Path:
     ax.set_xticks(x + width * (len(probes) - 1) / 2, encoders, rotation=15)
     ax.set(ylabel="mean weighted F1 over games", title="linear probes on frozen encoders")
     ax.legend()
-    path = _plots_dir(root) / "probes.png"
+    path = Path(root) / "plots" / "probes.png"
     save_figure(fig, path)
     return path
 
@@ -138,6 +132,6 @@ def plot_sparsity(sparsity_rows: list[dict], root: Path) -> Path:
     axes[0].set(xlabel="layer", ylabel="Hoyer measure", title="sparsity (higher: sparser)")
     axes[1].set(xlabel="layer", ylabel="fraction |a| < 0.1 rms", title="near-zero units")
     axes[0].legend()
-    path = _plots_dir(root) / "sparsity.png"
+    path = Path(root) / "plots" / "sparsity.png"
     save_figure(fig, path)
     return path

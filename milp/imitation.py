@@ -325,7 +325,6 @@ def _plot_curves(run_dir: Path) -> list[Path]:
     metrics = read_metrics(run_dir)
     if not metrics:
         return []
-
     epoch = metrics["epoch"]
     fig, (a, b) = new_figure(1, 2, figsize=(10, 4))
     for key in ("train_loss", "valid_loss"):

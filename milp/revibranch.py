@@ -957,7 +957,6 @@ def _plot_curves(run_dir: Path) -> list[Path]:
     metrics = read_metrics(run_dir)
     if not metrics:
         return []
-
     x = metrics["episodes"]
     fig, axes = new_figure(1, 3, figsize=(13, 4))
     for ax, key, label in zip(

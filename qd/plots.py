@@ -125,7 +125,6 @@ def plot_coverage_heatmap(trainer: Any, path: Path) -> Path:
 
 def plot_novelty_search(trainer: Any, run_dir: Path) -> list[Path]:
     plots = run_dir / "plots"
-    plots.mkdir(exist_ok=True)
     metrics = read_metrics(run_dir)
     return [
         plot_archive_map(trainer, plots / "archive_map.png"),

@@ -137,7 +137,6 @@ def plot_emitter_timeline(timeline: list[dict], path: Path) -> Path:
 
 def plot_serene(trainer: Any, run_dir: Path) -> list[Path]:
     plots = Path(run_dir) / "plots"
-    plots.mkdir(exist_ok=True)
     metrics = read_metrics(run_dir)
     return [
         plot_archive_with_rewards(trainer, plots / "archive_map.png"),

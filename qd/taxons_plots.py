@@ -94,7 +94,6 @@ def plot_reconstructions(trainer: Any, path: Path, count: int = 8) -> Path:
 
 def plot_taxons(trainer: Any, run_dir: Path) -> list[Path]:
     plots = Path(run_dir) / "plots"
-    plots.mkdir(exist_ok=True)
     metrics = read_metrics(run_dir)
     variant = trainer.config.taxons.variant
     title = f"{variant}, seed {trainer.config.seed}"
