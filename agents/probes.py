@@ -358,13 +358,15 @@ def run_probes(
             probe_rows.append(_row(MAJORITY, game, probe, var, y_tr, f1, acc))
         for name, encoder in encoders.items():
             f_tr = encode(encoder, x_tr, device=s.device)
-            f_te = encode(encoder, x_te, device=s.device)
+            # An encoder's output is its last layer's (agents.vit): one pass over the test
+            # frames serves the probes and the per-layer figures.
+            acts = encode(encoder, x_te, device=s.device, layers=True)
+            f_te = acts[-1]
             for probe, var, y_tr, y_te, n_classes, options in targets:
                 f1, acc = train_linear_probe(
                     f_tr, y_tr, f_te, y_te, n_classes, seed=s.seed, **options
                 )
                 probe_rows.append(_row(name, game, probe, var, y_tr, f1, acc))
-            acts = encode(encoder, x_te, device=s.device, layers=True)
             va, vb = (encode(encoder, v, device=s.device, layers=True) for v in views)
             for layer, (a, a1, a2) in enumerate(zip(acts, va, vb, strict=True)):
                 near, hoyer = sparsity(a)
