@@ -47,9 +47,13 @@ selection, mutation) and ``time_train`` (autoencoder training alone).
 Speed (measured in ``experiments.benchmarks.taxons``), with the results unchanged: the
 generation's criterion is drawn before encoding and the decoder runs only when surprise is the
 criterion (``mean_surprise`` is then NaN in novelty generations); the archive is re-encoded by
-the encoder alone; ``torch_threads = 1`` by default, since the rollouts' workers hold the other
-cores and two OpenMP threads on a shared 2-core machine measured several times slower than one
-(the autoencoder re-asserts it on every call: the count is process-wide).
+the encoder alone; ``torch_threads = 1`` by default (the autoencoder re-asserts it on every call:
+the count is process-wide). One thread keeps a seed's results independent of the machine's core
+count and is the fast choice when runs share the machine (two OpenMP threads per run on a shared
+2-core machine measured several times slower than one). Training runs between generations, when
+no rollout does, so a run alone on the machine trains faster with more: ``torch_threads = 0``
+(torch's default, every core) or 2 on our 2 cores trains 1.8x faster (BENCHMARKS.md), at the
+price of results that depend on the thread count.
 Most of a run is autoencoder training (5 epochs over 3000 new + up to 5000 archive frames every
 30 generations, about 0.9 M frame passes over 100k evaluations). ``frame_size = 32`` (an option;
 the paper's is 64) makes each pass about 3.5x cheaper in CPU time.
