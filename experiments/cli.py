@@ -2,6 +2,7 @@
 
 sparserl run CONFIG.toml [--set KEY=VALUE ...] [--out DIR] [--executor serial|ray] [--address A]
 sparserl run --resume RUN_DIR [--budget N] [--executor serial|ray] [--address A]
+sparserl config CONFIG.toml [--set KEY=VALUE ...]
 sparserl plot RUN_DIR
 """
 
@@ -35,6 +36,17 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray")
 
 
+def _add_set_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (dotted keys for tables), e.g. --set budget=20000",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparserl", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,14 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --resume: raise the run's budget to N and continue past its old end",
     )
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value (dotted keys for tables), e.g. --set budget=20000",
-    )
+    _add_set_arg(run)
     run.add_argument("--out", help="run folder (must not exist or be empty)")
     run.add_argument(
         "--checkpoint-every", type=float, default=30.0, metavar="SECONDS", help="default 30"
@@ -63,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true", help="do not draw plots at the end")
     _add_executor_args(run)
+
+    config = sub.add_parser(
+        "config",
+        help="print a config as `run` would use it: its base resolved, --set applied, defaults "
+        "filled in, validated",
+    )
+    config.add_argument("config", help="a TOML config (experiments/configs/*.toml)")
+    _add_set_arg(config)
 
     plot = sub.add_parser("plot", help="draw the plots of a run folder")
     plot.add_argument("run_dir")
@@ -124,6 +137,16 @@ def _print_plots(paths: list[Path]) -> None:
             print(f"  {p}")
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    import tomli_w
+
+    from experiments.config import to_dict
+    from experiments.registry import load_config
+
+    print(tomli_w.dumps(to_dict(load_config(args.config, args.overrides))), end="")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from experiments.run import load_run
 
@@ -143,7 +166,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"run": _cmd_run, "plot": _cmd_plot, "compare": _cmd_compare}
+    commands = {"run": _cmd_run, "config": _cmd_config, "plot": _cmd_plot, "compare": _cmd_compare}
     try:
         func = getattr(args, "func", None) or commands[args.command]
         return func(args)

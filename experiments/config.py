@@ -5,6 +5,12 @@ tables (``dict``) or nested frozen dataclasses (TOML tables). Limits go into fie
 ``field(default=5, metadata={"ge": 1})``; accepted keys are ``ge``, ``gt``, ``le``, ``lt`` and
 ``choices``. Anything else a dataclass rejects in ``__post_init__`` with a ``ValueError`` is
 reported against its table.
+
+A config can be written as changes to another: a top-level ``base = "other.toml"`` (a path
+relative to the file that names it) reads that file first, then lays this one over it. Tables
+merge key by key, at every depth; any other value (a number, a string, a list) replaces the
+base's. Bases can chain; a cycle or a missing base is an error naming the file. A run folder's
+``config.toml`` is always the resolved config, so a run never depends on its config's base.
 """
 
 from __future__ import annotations
@@ -161,8 +167,7 @@ def apply_overrides(data: dict, overrides: typing.Iterable[str]) -> dict:
     return data
 
 
-def read_toml(path: str | Path) -> dict:
-    path = Path(path)
+def _parse(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -170,6 +175,36 @@ def read_toml(path: str | Path) -> dict:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def merge(base: dict, changes: dict) -> dict:
+    """``changes`` laid over ``base``: tables merge key by key, other values replace."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A TOML config file as raw data, its ``base`` chain resolved (module docstring)."""
+    path = Path(path)
+    data = _parse(path)
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: 'base' must be a config file name, got {base!r}")
+    seen = (*_seen, path.resolve())
+    base_path = path.parent / base
+    if base_path.resolve() in seen:
+        chain = " -> ".join(p.name for p in (*seen, base_path))
+        raise ConfigError(f"{path}: 'base' makes a cycle ({chain})")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base config {base!r} not found (looked for {base_path})")
+    return merge(read_toml(base_path, seen), data)
 
 
 def write_toml(config: Any, path: str | Path) -> None:

@@ -106,15 +106,32 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Problems:
+    """The instance generators' names, read from ``milp.instances`` only when argparse checks a
+    ``--problem`` value or prints the help: that module loads SCIP and Numba (~0.3 s), which no
+    other subcommand's start should pay."""
+
+    def _names(self) -> tuple[str, ...]:
+        from milp.instances import PROBLEMS
+
+        return PROBLEMS
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``milp generate|solve|collect`` on the top-level subparsers."""
-    from milp.instances import PROBLEMS
-
     milp = subparsers.add_parser("milp", help="MILP instances, benchmarks and expert data")
     sub = milp.add_subparsers(dest="milp_command", required=True)
 
     gen = sub.add_parser("generate", help="write generated instances (.lp or .mps)")
-    gen.add_argument("--problem", required=True, choices=PROBLEMS)
+    gen.add_argument(
+        "--problem", required=True, choices=_Problems(), metavar="PROBLEM", help="%(choices)s"
+    )
     gen.add_argument("--size", default="easy", choices=("easy", "medium", "hard", "default"))
     gen.add_argument("--n", type=int, required=True, help="number of instances")
     gen.add_argument("--out", required=True, help="output folder")

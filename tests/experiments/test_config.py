@@ -102,3 +102,60 @@ def test_shipped_configs_load():
     for path in configs:
         cfg = load_config(path)
         assert cfg.budget >= 1
+
+
+def test_base_merges_tables_and_replaces_other_values(tmp_path):
+    (tmp_path / "a.toml").write_text(
+        "algorithm = 'x'\nbudget = 7\n[inner]\nrate = 0.25\nsizes = [1, 2, 3]\nmode = 'b'\n"
+    )
+    (tmp_path / "b.toml").write_text("base = 'a.toml'\nbudget = 9\n[inner]\nsizes = [4]\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "c.toml").write_text("base = '../b.toml'\nflag = true\n[inner]\nrate = 0.5\n")
+    data = read_toml(sub / "c.toml")
+    assert "base" not in data
+    cfg = from_dict(Outer, data)
+    # c over b over a: a table merges key by key, a list is replaced whole, not extended
+    assert cfg == Outer(budget=9, flag=True, inner=Inner(rate=0.5, sizes=(4,), mode="b"))
+    # --set applies to the resolved data, after the bases
+    assert from_dict(Outer, apply_overrides(data, ["inner.mode=a"])).inner.mode == "a"
+
+
+def test_base_errors_name_the_file(tmp_path):
+    (tmp_path / "miss.toml").write_text("base = 'nowhere.toml'\n")
+    with pytest.raises(ConfigError, match=r"miss.toml: base config 'nowhere.toml' not found"):
+        read_toml(tmp_path / "miss.toml")
+    (tmp_path / "self.toml").write_text("base = 'self.toml'\n")
+    with pytest.raises(ConfigError, match=r"self.toml: 'base' makes a cycle"):
+        read_toml(tmp_path / "self.toml")
+    (tmp_path / "p.toml").write_text("base = 'q.toml'\n")
+    (tmp_path / "q.toml").write_text("base = 'p.toml'\n")
+    with pytest.raises(ConfigError, match=r"cycle \(p.toml -> q.toml -> p.toml\)"):
+        read_toml(tmp_path / "p.toml")
+    (tmp_path / "num.toml").write_text("base = 3\n")
+    with pytest.raises(ConfigError, match="'base' must be a config file name, got 3"):
+        read_toml(tmp_path / "num.toml")
+
+
+def test_shipped_configs_that_extend_another_keep_its_settings():
+    # Dyna is compared with DQN, SERENE with NS, STAX with SERENE on the same settings: a derived
+    # config names its base and writes only the tables of its own algorithm.
+    import tomllib
+    from pathlib import Path
+
+    configs = Path(__file__).parents[2] / "experiments" / "configs"
+    own = {"dyna": {"dyna", "losse", "nn"}, "serene": {"emitter", "scheduler"}, "stax": {"stax"}}
+    derived = {f"dyna_{t}": f"dqn_{t}" for t in ("acrobot", "cartpole", "mountaincar")}
+    derived["dyna_minatar_breakout"] = "dqn_minatar_breakout"
+    derived |= {f"stax_{e}": f"serene_{e}" for e in ("hardmaze", "curling")}
+    qd_envs = ("hardmaze", "curling", "redundantarm", "antmaze")
+    derived |= {f"serene_{e}": f"ns_{e}" for e in qd_envs}
+    for name, base in derived.items():
+        raw = tomllib.loads((configs / f"{name}.toml").read_text())
+        assert raw["base"] == f"{base}.toml", name
+        tables = {k for k, v in raw.items() if isinstance(v, dict)}
+        assert tables <= own[raw["algorithm"]], (name, tables)
+        a, b = read_toml(configs / f"{base}.toml"), read_toml(configs / f"{name}.toml")
+        assert {k: v for k, v in a.items() if k != "algorithm"} == {
+            k: v for k, v in b.items() if k in a and k != "algorithm"
+        }, name

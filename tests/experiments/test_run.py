@@ -231,3 +231,30 @@ def test_budget_that_shapes_a_schedule_is_not_raised(tmp_path, capsys):
     assert not (run_dir / "events.log").exists()
     assert main(["run", str(CONFIG), "--budget", "4000"]) == 2
     assert "a new run takes --set budget=N" in capsys.readouterr().err
+
+
+def test_cli_config_prints_the_resolved_config(capsys):
+    import tomllib
+
+    configs = CONFIG.parent
+    assert main(["config", str(configs / "dyna_acrobot.toml"), "--set", "dyna.horizon=2"]) == 0
+    printed = tomllib.loads(capsys.readouterr().out)
+    base = tomllib.loads((configs / "dqn_acrobot.toml").read_text())
+    assert printed["algorithm"] == "dyna" and printed["dyna"]["horizon"] == 2
+    assert printed["budget"] == base["budget"] and printed["dqn"]["lr"] == base["dqn"]["lr"]
+    assert "base" not in printed
+    assert main(["config", str(configs / "dyna_acrobot.toml"), "--set", "dqn.lrr=1"]) == 2
+    assert "unknown key 'dqn.lrr'" in capsys.readouterr().err
+
+
+def test_cli_parser_does_not_load_scip():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from experiments.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('pyscipopt', 'numba', 'torch', 'milp.instances') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
