@@ -80,17 +80,23 @@ def test_resume_equals_an_uninterrupted_run():
 
 
 def test_generation_mechanics_and_both_coverages():
-    tr = Taxons(small_config(budget=60))
+    tr = Taxons(small_config(budget=80))
     run(tr, SerialExecutor())
-    assert tr.evaluations == 60 and tr.generation == 3
+    # Four generations, the autoencoder trained at the end of the fourth (train_interval 3).
+    assert tr.evaluations == 80 and tr.generation == 4 and tr.trainings == 1
     # At most n_best per generation, never the same individual twice.
-    assert 0 < len(tr.archive) <= 3 * 2
+    assert 0 < len(tr.archive) <= 4 * 2
     assert len(np.unique(tr.archive["ident"])) == len(tr.archive)
     grid = CoverageGrid(tr.gt_low, tr.gt_high, 50)
     grid.add(tr.archive["gt"])
     assert tr.archive_coverage() == grid.coverage <= tr.coverage.coverage
-    # The archive's latents are the current encoder's.
-    np.testing.assert_allclose(tr.autoencoder.encode(tr.archive["frames"])[0], tr.archive["latent"])
+    # The archive's latents are the trained encoder's, recomputed after the training (those of
+    # the encoder before it differ by up to 4 here). Within float32 rounding, not bit for bit:
+    # oneDNN picks its convolution kernel by batch size and CPU, and on some CPUs (an AVX-512
+    # Xeon without AMX, for one) a frame encoded among others rounds differently, by ~1e-7.
+    np.testing.assert_allclose(
+        tr.autoencoder.encode(tr.archive["frames"])[0], tr.archive["latent"], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_variants():
