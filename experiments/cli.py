@@ -138,12 +138,10 @@ def _print_plots(paths: list[Path]) -> None:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    import tomli_w
-
-    from experiments.config import to_dict
+    from experiments.config import to_toml
     from experiments.registry import load_config
 
-    print(tomli_w.dumps(to_dict(load_config(args.config, args.overrides))), end="")
+    print(to_toml(load_config(args.config, args.overrides)), end="")
     return 0
 
 

@@ -207,5 +207,10 @@ def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return merge(read_toml(base_path, seen), data)
 
 
+def to_toml(config: Any) -> str:
+    """The config as TOML text: what a run folder's ``config.toml`` holds."""
+    return tomli_w.dumps(to_dict(config))
+
+
 def write_toml(config: Any, path: str | Path) -> None:
-    Path(path).write_text(tomli_w.dumps(to_dict(config)))
+    Path(path).write_text(to_toml(config))
