@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from experiments.executor import make_executor
-    from experiments.run import load_run, start_run, train
+    from experiments.run import check_machine, load_run, start_run, train
 
     if args.resume and (args.config or args.overrides or args.out):
         raise ConfigError("--resume takes no config, --set or --out: the run folder's config wins")
@@ -106,6 +106,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         rows, wall = state["metrics_rows"], state["wall_time"]
         print(f"resuming {run_dir} at step {trainer.step}")
+        moved = check_machine(run_dir, trainer.step)
+        if moved:
+            print(f"note: {moved}", file=sys.stderr)
     else:
         trainer, run_dir = start_run(args.config, args.overrides, args.out)
         rows, wall = 0, 0.0

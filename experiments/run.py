@@ -14,7 +14,9 @@ A *trainer* is any class (one per algorithm, in `qd`, `milp` or `agents`) with:
 the trainer's figures, one row per iteration) and a checkpoint at the start, every
 ``checkpoint_every`` seconds and at the end. A checkpoint records how many metric rows it covers,
 so a resumed run drops the rows written after it and ends with the same ``metrics.csv`` (apart
-from ``wall_time``) as an uninterrupted run.
+from ``wall_time``) as an uninterrupted run. `start_run` also writes ``machine.json``, the
+fingerprint of the machine that started the run (`experiments.machine`); `check_machine` notes a
+resume on a different one in ``events.log``.
 
 While it runs, `RunRecorder` listens to the executor: every failed item (an environment that
 raised, a solve that crashed its worker) becomes one JSON line of ``errors.jsonl`` (step, function,
@@ -38,6 +40,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from experiments import machine
 from experiments.config import write_toml
 from experiments.registry import load_config, trainer_class
 
@@ -129,9 +132,34 @@ def raise_budget(trainer: Any, run_dir: Path, budget: int) -> None:
     run_dir = Path(run_dir)
     trainer.config = load_config(run_dir / "config.toml", [f"budget={budget}"])
     write_toml(trainer.config, run_dir / "config.toml")
+    log_event(run_dir, trainer.step, f"budget raised from {old.budget} to {budget}")
+
+
+def log_event(run_dir: str | Path, step: int, message: str) -> None:
+    """One time-stamped line of the run folder's ``events.log``."""
     stamp = datetime.now().isoformat(timespec="seconds")
-    with (run_dir / RunRecorder.EVENTS).open("a") as fh:
-        fh.write(f"{stamp} step {trainer.step}: budget raised from {old.budget} to {budget}\n")
+    with (Path(run_dir) / RunRecorder.EVENTS).open("a") as fh:
+        fh.write(f"{stamp} step {step}: {message}\n")
+
+
+def check_machine(run_dir: str | Path, step: int) -> str | None:
+    """On a resume: compare this machine with the one that started the run (``machine.json``,
+    `experiments.machine`). Where they differ, the run agrees with an uninterrupted one only to
+    float rounding from here on; that is logged in ``events.log`` and returned as a message.
+    None where they agree, or where the folder predates ``machine.json``."""
+    started = machine.read(run_dir)
+    if started is None:
+        return None
+    changed = machine.differences(started, machine.fingerprint())
+    if not changed:
+        return None
+    message = (
+        "resumed on a machine unlike the one that started the run ("
+        + "; ".join(changed)
+        + "): from here on it agrees with an uninterrupted run only to float rounding"
+    )
+    log_event(run_dir, step, message)
+    return message
 
 
 class MetricsLog:
@@ -211,8 +239,7 @@ class RunRecorder:
         self.bar.write(f"step {self.trainer.step}: {error} (traceback in {self.ERRORS})")
 
     def event(self, message: str) -> None:
-        stamp = datetime.now().isoformat(timespec="seconds")
-        self._write(self.EVENTS, f"{stamp} step {self.trainer.step}: {message}")
+        log_event(self.run_dir, self.trainer.step, message)
         self.events += 1
         self.bar.write(f"step {self.trainer.step}: {message}")
 
@@ -298,5 +325,6 @@ def start_run(
     trainer = trainer_class(config.algorithm)(config)
     run_dir = new_run_dir(config_path, out)
     write_toml(config, run_dir / "config.toml")
+    machine.write(run_dir)
     save_checkpoint(run_dir, trainer, 0, 0.0)
     return trainer, run_dir

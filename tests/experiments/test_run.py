@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from experiments import machine
 from experiments.cli import main
 from experiments.executor import SerialExecutor
-from experiments.run import load_run, start_run, train
+from experiments.run import check_machine, load_run, start_run, train
 
 CONFIG = Path(__file__).parents[2] / "experiments" / "configs" / "ns_hardmaze.toml"
 SMALL = ["budget=1100", "ns.pop_size=50"]
@@ -96,7 +98,7 @@ def test_cli_run_plot_and_folder_contents(tmp_path, capsys):
     )
     assert code == 0
     names = {p.name for p in out.iterdir()}
-    assert {"config.toml", "metrics.csv", "checkpoint.pkl", "plots"} <= names
+    assert {"config.toml", "metrics.csv", "checkpoint.pkl", "plots", "machine.json"} <= names
     assert "budget = 300" in (out / "config.toml").read_text()
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert plots == ["archive_map.png", "coverage.png", "coverage_heatmap.png"]
@@ -219,6 +221,29 @@ def test_raised_budget_continues_as_the_longer_run(tmp_path, uninterrupted, caps
     assert f"budget raised from {short} to 1100" in (run_dir / "events.log").read_text()
     assert main(["run", "--resume", str(run_dir), "--budget", "1100", "--no-plots"]) == 2
     assert "does not raise the run's budget of 1100" in capsys.readouterr().err
+
+
+def test_resume_on_another_machine_is_noted(tmp_path, capsys):
+    """machine.json holds the starting machine; a resume on the same one says nothing, on one
+    with other vector instructions (or without a kernel variable the start had) it is noted in
+    events.log and on stderr, naming what changed, and the run still resumes."""
+    trainer, run_dir = start_run(CONFIG, ["budget=100", "ns.pop_size=10"], tmp_path / "r")
+    started = json.loads((run_dir / "machine.json").read_text())
+    assert started == machine.fingerprint()
+    assert {"cpu", "vector_flags", "packages", "kernel_env"} <= set(started)
+    assert check_machine(run_dir, 0) is None and not (run_dir / "events.log").exists()
+    started["vector_flags"] = [*started["vector_flags"], "avx512f"]
+    started["kernel_env"] = {"ATEN_CPU_CAPABILITY": "avx2"}
+    (run_dir / "machine.json").write_text(json.dumps(started))
+    assert main(["run", "--resume", str(run_dir), "--executor", "serial", "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert "resumed on a machine unlike the one that started the run" in err
+    events = (run_dir / "events.log").read_text()
+    assert "step 0: resumed on a machine unlike" in events
+    assert "vector_flags:" in events and "'avx512f']" in events
+    assert "kernel_env: {'ATEN_CPU_CAPABILITY': 'avx2'} -> {}" in events
+    (run_dir / "machine.json").unlink()  # a folder from before machine.json: nothing to say
+    assert check_machine(run_dir, 100) is None
 
 
 def test_budget_that_shapes_a_schedule_is_not_raised(tmp_path, capsys):

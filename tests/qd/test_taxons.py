@@ -1,7 +1,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -319,3 +324,43 @@ def test_robot_marker_option_reaches_the_frames():
         ink[marker] = float(np.mean(np.clip(floor - frames[:, 0], 0, None).sum(axis=(1, 2))))
     # Disc areas at 32x32: 0.32 px against 3.6 px (walls under the robot hide some ink).
     assert 0.0 < ink[6.0] < 0.3 * ink[20.0]
+
+
+# Runs small_config under both autoencoder settings and saves what each decided (argv[1]: .npz).
+_SEARCH_OUTCOME = """
+import sys
+import numpy as np
+from experiments.executor import SerialExecutor
+from qd.taxons import Taxons
+from tests.qd.test_taxons import run, small_config
+out = {}
+for det in (True, False):
+    t = Taxons(small_config(budget=400, deterministic_ae=det))
+    rows = run(t, SerialExecutor())
+    out[f"latent_{det}"] = t.archive["latent"]
+    out[f"novelty_{det}"] = np.array([r["mean_novelty"] for r in rows])
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 oneDNN ISAs")
+def test_deterministic_ae_does_not_depend_on_onednns_instruction_set(tmp_path):
+    """deterministic_ae keeps oneDNN out of every autoencoder call: the same search, bit for
+    bit, in a process whose oneDNN is limited to SSE4.1 (as on a machine with other vector
+    units). With oneDNN on (the default) that limit changes the run, so the check has teeth."""
+    here, there = tmp_path / "here.npz", tmp_path / "there.npz"
+    root = Path(__file__).parents[2]
+    for path, env in ((here, {}), (there, {"ONEDNN_MAX_CPU_ISA": "SSE41"})):
+        subprocess.run(
+            [sys.executable, "-c", _SEARCH_OUTCOME, str(path)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root), **env},
+            check=True,
+            timeout=300,
+        )
+    a, b = np.load(here), np.load(there)
+    for key in ("latent_True", "novelty_True"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert a["latent_False"].shape != b["latent_False"].shape or not np.array_equal(
+        a["latent_False"], b["latent_False"]
+    )
