@@ -38,8 +38,12 @@ Conventions of ``AutoEncoder`` (the model, its Adam optimiser and its random str
   seeded by the caller and saved in ``state_dict``; nothing touches torch's global state.
   Training is on the CPU unless ``device`` names a GPU (``"auto"``: CUDA when present).
 - ``deterministic=True`` (the default) keeps oneDNN out of the convolutions on the CPU (and
-  cuDNN to deterministic kernels on a GPU): oneDNN picks kernels by process history, so the
-  same training could round differently in a resumed process. Measured cost on the CPU (64x64,
+  cuDNN to deterministic kernels on a GPU): oneDNN picks kernels by the CPU's instruction set,
+  so the same training rounds differently on a machine with other vector units (with oneDNN
+  limited to SSE4.1 a TAXONS run parts from the default one in its first generation; in a new
+  process on the same machine, resumed or not, it repeats bit for bit; BENCHMARKS.md,
+  reproducibility). ATen's own vectorised loops also follow the instruction set
+  (``ATEN_CPU_CAPABILITY``), with or without this. Measured cost on the CPU (64x64,
   batch 128, one thread): 2.8x the CPU time for training and 2.5x for encoding on one machine,
   1.6x and 2.0x on an AVX-512 Xeon without AMX.
 - A non-finite loss restores the weights and optimiser state from before the call and logs a

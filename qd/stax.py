@@ -78,6 +78,7 @@ class StaxParams:
     # False: STAX-NT, the encoder stays random.
     train_autoencoder: bool = True
     device: str = "cpu"
+    # oneDNN out of the autoencoder, as TaxonsParams.deterministic_ae.
     deterministic_ae: bool = False
     # Threads of torch's intra-op pool (0: torch's default); 1 as TAXONS (qd.taxons docstring).
     torch_threads: int = field(default=1, metadata={"ge": 0})

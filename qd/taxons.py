@@ -133,9 +133,9 @@ class TaxonsParams:
     learning_rate: float = field(default=1e-3, metadata={"gt": 0.0})
     # "cpu" by default; "auto" uses CUDA when present.
     device: str = "cpu"
-    # True keeps oneDNN, whose kernels may round by process history, out of the autoencoder
-    # (qd.autoencoder: 1.6-2.8x the training time on the CPU). Off, a resumed run's
-    # autoencoder agrees with the uninterrupted run's to float rounding.
+    # True keeps oneDNN, whose kernels depend on the CPU's instruction set, out of the
+    # autoencoder (qd.autoencoder: 1.6-2.8x the training time on the CPU). Off, a seed repeats
+    # on one machine but may part on one with other vector units (experiments.machine).
     deterministic_ae: bool = False
     # Threads of torch's intra-op pool in this process; 0: leave torch's default alone.
     torch_threads: int = field(default=1, metadata={"ge": 0})
