@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MACHINE", "differences", "fingerprint", "read", "write"]
+__all__ = ["MACHINE", "describe", "differences", "fingerprint", "read", "write"]
 
 MACHINE = "machine.json"
 
@@ -104,6 +104,23 @@ def fingerprint() -> dict[str, Any]:
     if torch is not None:
         out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     return out
+
+
+def describe(fp: dict[str, Any] | None = None) -> str:
+    """One line for a benchmark's header: ``machine: CPU, arch (flags), versions, variables``."""
+    fp = fingerprint() if fp is None else fp
+    torch = fp["packages"].get("torch")
+    versions = [f"{k} {v}" for k, v in fp["packages"].items() if k not in ("sparserl", "torch")]
+    if torch:
+        cap = fp.get("torch_cpu_capability")
+        versions.append(f"torch {torch}" + (f" ({cap})" if cap else ""))
+    env = [f"{k}={v}" for k, v in fp["kernel_env"].items()]
+    flags = " ".join(fp["vector_flags"]) or "no flags read"
+    return (
+        f"machine: {fp['cpu']}, {fp['machine']} ({flags}), python {fp['python']}, "
+        + ", ".join(versions)
+        + (f"; {' '.join(env)}" if env else "")
+    )
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

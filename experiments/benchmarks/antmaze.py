@@ -35,6 +35,7 @@ import numpy as np
 
 import envs  # noqa: F401  (registers sparserl/AntMaze-v0)
 from envs.antmaze import ENV_ID, FRAME_SKIP, evaluate_batch, rescale
+from experiments.machine import describe
 from kernels import mlp
 
 SEED = 20_240_611
@@ -134,4 +135,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

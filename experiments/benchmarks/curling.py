@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from envs.curling import BOX2D_AVAILABLE, evaluate_batch, evaluate_batch_box2d
+from experiments.machine import describe
 from kernels import mlp
 
 SEED = 20_240_611
@@ -83,4 +84,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

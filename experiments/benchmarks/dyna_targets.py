@@ -35,6 +35,7 @@ from agents.features import ENCODERS
 from agents.losse import LosseWorldModel
 from agents.nn_world_model import NNWorldModel
 from agents.world_model import WorldModel, bounds_for, imagine
+from experiments.machine import describe
 from experiments.registry import load_config
 
 MODELS = ("losse", "losse-joint", "losse-tiles", "losse-fourier", "nn_replay", "nn_online")
@@ -189,4 +190,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

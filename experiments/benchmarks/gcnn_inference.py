@@ -34,6 +34,7 @@ import time
 import numpy as np
 import torch
 
+from experiments.machine import describe
 from milp.gcnn import GCNN, GraphBatch, HalfConvolution, fit_prenorms
 from milp.instances import SetCoverGenerator
 from milp.observations import NodeBipartite
@@ -239,4 +240,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

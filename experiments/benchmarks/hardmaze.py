@@ -27,6 +27,7 @@ import numpy as np
 
 import envs  # noqa: F401  (registers the ids)
 from envs import hardmaze
+from experiments.machine import describe
 from kernels import maze, mlp
 
 SEED = 20_240_601
@@ -141,4 +142,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

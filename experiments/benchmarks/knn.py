@@ -25,6 +25,7 @@ import numba
 import numpy as np
 from scipy.spatial import cKDTree
 
+from experiments.machine import describe
 from kernels.knn import DEFAULT_K, NoveltyIndex, knn_novelty, knn_novelty_reference
 
 SEED = 20_240_601
@@ -154,4 +155,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

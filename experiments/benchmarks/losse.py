@@ -43,6 +43,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from experiments.machine import describe  # noqa: E402
 from kernels.losse import (  # noqa: E402
     DenseFTLReference,
     LosseEncoder,
@@ -300,4 +301,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

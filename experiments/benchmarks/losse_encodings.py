@@ -36,6 +36,7 @@ from agents.losse import LosseParams, LosseWorldModel
 from agents.nn_world_model import NNModelParams, NNWorldModel
 from agents.world_model import bounds_for
 from experiments.benchmarks.transitions import online, record
+from experiments.machine import describe
 
 DEFAULT_SPECS = ("50,5,2", "25,5,3", "13,5,4", "6,5,5", "6,7,5")
 
@@ -133,4 +134,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

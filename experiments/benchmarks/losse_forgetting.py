@@ -48,6 +48,7 @@ from agents.losse import LosseWorldModel
 from agents.nn_world_model import NNWorldModel
 from agents.world_model import ObservationBounds, bounds_for, heldout_errors, model_targets
 from experiments.benchmarks.transitions import online, record, take
+from experiments.machine import describe
 from experiments.registry import load_config
 from kernels.losse import ridge_ftl_solution
 
@@ -204,4 +205,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.executor import make_executor
+from experiments.machine import describe
 from milp.experts import CollectConfig, collect, collect_episode
 from milp.instances import write_instances
 
@@ -324,4 +325,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

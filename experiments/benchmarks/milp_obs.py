@@ -24,6 +24,7 @@ import time
 import numpy as np
 import pyscipopt as scip
 
+from experiments.machine import describe
 from milp.instances import CapacitatedFacilityLocationGenerator, SetCoverGenerator
 from milp.observations import NodeBipartite
 from milp.scip_settings import TOP_PRIORITY, SolverSettings
@@ -96,4 +97,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

@@ -14,6 +14,8 @@ import multiprocessing as mp
 import os
 import time
 
+from experiments.machine import describe
+
 
 def _spin(n: int) -> float:
     """A pure-Python CPU-bound loop (no memory traffic, no GIL release); returns its seconds."""
@@ -56,4 +58,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

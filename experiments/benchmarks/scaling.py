@@ -32,6 +32,7 @@ import numpy as np
 from envs.qd_task import ControllerSpec, EvaluationItem, TaskKey, evaluate_item
 from experiments.benchmarks.parallelism import effective_parallelism
 from experiments.executor import ClusterError, RayExecutor, SerialExecutor
+from experiments.machine import describe
 
 GENOME_SIZE = 63  # 5 -> [5, 5] -> 2, one scalar bias per layer
 
@@ -171,4 +172,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

@@ -25,6 +25,7 @@ import numpy as np
 import psutil
 
 from experiments.executor import RayExecutor, SerialExecutor
+from experiments.machine import describe
 from experiments.registry import load_config, trainer_class
 
 CONFIG = "experiments/configs/ns_hardmaze.toml"
@@ -193,4 +194,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

@@ -37,6 +37,7 @@ import torch
 
 from experiments.config import from_dict, read_toml
 from experiments.executor import SerialExecutor
+from experiments.machine import describe
 from qd.autoencoder import AutoEncoder
 from qd.taxons import Taxons, TaxonsConfig
 
@@ -193,4 +194,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

@@ -38,6 +38,7 @@ from agents.pretrain import (
     TOVVICRegPretraining,
 )
 from agents.vit import count_parameters
+from experiments.machine import describe
 
 SEED = 20_220_922
 MODELS = {
@@ -204,4 +205,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    print(describe())
     main()

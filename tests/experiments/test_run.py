@@ -231,6 +231,8 @@ def test_resume_on_another_machine_is_noted(tmp_path, capsys):
     started = json.loads((run_dir / "machine.json").read_text())
     assert started == machine.fingerprint()
     assert {"cpu", "vector_flags", "packages", "kernel_env"} <= set(started)
+    line = machine.describe(started)  # the benchmarks' header line
+    assert line.startswith(f"machine: {started['cpu']}, ") and "numpy " in line
     assert check_machine(run_dir, 0) is None and not (run_dir / "events.log").exists()
     started["vector_flags"] = [*started["vector_flags"], "avx512f"]
     started["kernel_env"] = {"ATEN_CPU_CAPABILITY": "avx2"}
