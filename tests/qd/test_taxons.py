@@ -335,7 +335,7 @@ from qd.taxons import Taxons
 from tests.qd.test_taxons import run, small_config
 out = {}
 for det in (True, False):
-    t = Taxons(small_config(budget=400, deterministic_ae=det))
+    t = Taxons(small_config(budget=200, deterministic_ae=det))
     rows = run(t, SerialExecutor())
     out[f"latent_{det}"] = t.archive["latent"]
     out[f"novelty_{det}"] = np.array([r["mean_novelty"] for r in rows])
