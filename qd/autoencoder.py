@@ -45,7 +45,8 @@ Conventions of ``AutoEncoder`` (the model, its Adam optimiser and its random str
   reproducibility). ATen's own vectorised loops also follow the instruction set
   (``ATEN_CPU_CAPABILITY``), with or without this. Measured cost on the CPU (64x64,
   batch 128, one thread): 2.8x the CPU time for training and 2.5x for encoding on one machine,
-  1.6x and 2.0x on an AVX-512 Xeon without AMX.
+  1.6x and 2.0x on an AVX-512 Xeon without AMX, 1.5x and 2.0-2.4x on an AVX2 AMD EPYC
+  (``experiments.benchmarks.taxons``, its "deterministic" column).
 - A non-finite loss restores the weights and optimiser state from before the call and logs a
   warning (``TrainingReport.recovered``); a frame of the wrong shape or type is a ValueError.
 """

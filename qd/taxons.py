@@ -134,7 +134,7 @@ class TaxonsParams:
     # "cpu" by default; "auto" uses CUDA when present.
     device: str = "cpu"
     # True keeps oneDNN, whose kernels depend on the CPU's instruction set, out of the
-    # autoencoder (qd.autoencoder: 1.6-2.8x the training time on the CPU). Off, a seed repeats
+    # autoencoder (qd.autoencoder: 1.5-2.8x the training time on the CPU). Off, a seed repeats
     # on one machine but may part on one with other vector units (experiments.machine).
     deterministic_ae: bool = False
     # Threads of torch's intra-op pool in this process; 0: leave torch's default alone.

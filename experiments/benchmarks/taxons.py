@@ -15,7 +15,9 @@
    - after (the trainer's settings): one thread, batches of 64, the encoder alone where only
      latents are used (the archive after training, novelty generations);
    - channels-last: "after" with ``AutoEncoder(channels_last=True)``, an option that is off by
-     default (see ``qd.autoencoder``).
+     default (see ``qd.autoencoder``);
+   - deterministic: "after" with oneDNN kept out (``taxons.deterministic_ae = true``); its ratio
+     is its cost over "after".
 
    Each figure is wall and process CPU seconds (CPU time is the fairer one on a shared
    machine), for one training epoch, one population's encoding and one archive re-encoding.
@@ -96,7 +98,7 @@ def _autoencoder_work(
         t.latent,
         t.frame_size,
         seed=0,
-        deterministic=False,
+        deterministic=name == "deterministic",
         inference_batch=64 if after else 512,
         channels_last=name == "channels-last",
         threads=threads,
@@ -157,7 +159,7 @@ def main() -> None:
         f"\n2. autoencoder work on the segment's data: training set {n_train} frames "
         f"({args.epochs} epoch), archive {n_arch}, population {n_pop}"
     )
-    names = ("before", "after", "channels-last")
+    names = ("before", "after", "channels-last", "deterministic")
     results = {
         name: _autoencoder_work(trainer, data, name, args.epochs, default_threads) for name in names
     }
@@ -169,7 +171,8 @@ def main() -> None:
     }
     print(
         f"   {'work':<12} {'before wall/CPU s':>18} {'after wall/CPU s':>18} "
-        f"{'CPU ratio':>10} {'channels-last':>18} {'CPU ratio':>10}"
+        f"{'CPU ratio':>10} {'channels-last':>18} {'CPU ratio':>10} {'deterministic':>18} "
+        f"{'CPU / after':>11}"
     )
     for k, label in (
         ("train", "train epoch"),
@@ -177,11 +180,12 @@ def main() -> None:
         ("pop_latent", "pop. latent"),
         ("archive", "archive"),
     ):
-        b, a, c = (results[n][k] for n in names)
+        b, a, c, d = (results[n][k] for n in names)
         print(
             f"   {label:<12} {b[0]:8.2f} / {b[1]:7.2f}  {a[0]:8.2f} / {a[1]:7.2f}  "
             f"{b[1] / max(a[1], 1e-9):9.2f}x  {c[0]:8.2f} / {c[1]:7.2f}  "
-            f"{b[1] / max(c[1], 1e-9):9.2f}x"
+            f"{b[1] / max(c[1], 1e-9):9.2f}x  {d[0]:8.2f} / {d[1]:7.2f}  "
+            f"{d[1] / max(a[1], 1e-9):10.2f}x"
         )
     print(f"   threads: before {results['before']['threads']}, after {results['after']['threads']}")
     print(f"\n3. projected autoencoder seconds over {args.budget} evaluations (wall / CPU):")
