@@ -157,10 +157,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from experiments.machine import machines_note
     from qd.compare import compare, format_summary
 
     path, summary = compare(args.run_dirs, args.metric, args.out)
     print(format_summary(summary, args.metric))
+    note = machines_note(args.run_dirs)
+    if note:
+        print(f"note: {note}")
     print(f"plot: {path}")
     return 0
 

@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MACHINE", "describe", "differences", "fingerprint", "read", "write"]
+__all__ = ["MACHINE", "describe", "differences", "fingerprint", "machines_note", "read", "write"]
 
 MACHINE = "machine.json"
 
@@ -144,3 +144,25 @@ def read(run_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return json.loads(path.read_text())
+
+
+def machines_note(run_dirs: list[str | Path]) -> str | None:
+    """For ``sparserl compare``: a line saying the runs started on more than one machine (and
+    what differs between the first two), since runs whose autoencoders train on the CPU round
+    differently by machine; None when every recorded run started on one, or none are recorded."""
+    seen: list[dict[str, Any]] = []
+    unrecorded = 0
+    for d in run_dirs:
+        fp = read(d)
+        if fp is None:
+            unrecorded += 1
+        elif fp not in seen:
+            seen.append(fp)
+    if len(seen) < 2:
+        return None
+    keys = sorted({k for k in set(seen[0]) | set(seen[1]) if seen[0].get(k) != seen[1].get(k)})
+    extra = f"; {unrecorded} without machine.json" if unrecorded else ""
+    return (
+        f"these runs started on {len(seen)} machines (machine.json differs in "
+        f"{', '.join(keys)}{extra}): TAXONS's and STAX's runs round differently by machine"
+    )

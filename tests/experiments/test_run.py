@@ -12,6 +12,7 @@ from experiments import machine
 from experiments.cli import main
 from experiments.executor import SerialExecutor
 from experiments.run import check_machine, load_run, start_run, train
+from tests.qd.test_compare import fake_run
 
 CONFIG = Path(__file__).parents[2] / "experiments" / "configs" / "ns_hardmaze.toml"
 SMALL = ["budget=1100", "ns.pop_size=50"]
@@ -246,6 +247,20 @@ def test_resume_on_another_machine_is_noted(tmp_path, capsys):
     assert "kernel_env: {'ATEN_CPU_CAPABILITY': 'avx2'} -> {}" in events
     (run_dir / "machine.json").unlink()  # a folder from before machine.json: nothing to say
     assert check_machine(run_dir, 100) is None
+
+
+def test_compare_notes_runs_from_different_machines(tmp_path, capsys):
+    runs = [fake_run(tmp_path, f"ns{s}", "ns", s, [100, 1100], [0.1, 0.2]) for s in range(3)]
+    for r in runs[:2]:
+        machine.write(r)
+    argv = ["compare", *map(str, runs), "--out", str(tmp_path / "c.png")]
+    assert main(argv) == 0
+    assert "note:" not in capsys.readouterr().out  # one machine recorded, one run unrecorded
+    other = {**machine.read(runs[1]), "cpu": "another CPU"}
+    (runs[1] / "machine.json").write_text(json.dumps(other))
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "note: these runs started on 2 machines (machine.json differs in cpu; 1 without" in out
 
 
 def test_budget_that_shapes_a_schedule_is_not_raised(tmp_path, capsys):
