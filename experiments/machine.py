@@ -124,12 +124,10 @@ def describe(fp: dict[str, Any] | None = None) -> str:
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``"key: old -> new"`` for every key whose value differs (keys only one side has, too)."""
-    return [
-        f"{k}: {old.get(k, '-')} -> {new.get(k, '-')}"
-        for k in sorted(set(old) | set(new))
-        if old.get(k) != new.get(k)
-    ]
+    """``"key: old -> new"`` for every key both have whose value differs. A key only one side
+    has says nothing about the machines (``torch_cpu_capability`` is there only when the
+    trainer uses torch; an older sparserl recorded fewer keys)."""
+    return [f"{k}: {old[k]} -> {new[k]}" for k in sorted(set(old) & set(new)) if old[k] != new[k]]
 
 
 def write(run_dir: str | Path) -> dict[str, Any]:
@@ -156,11 +154,11 @@ def machines_note(run_dirs: list[str | Path]) -> str | None:
         fp = read(d)
         if fp is None:
             unrecorded += 1
-        elif fp not in seen:
+        elif all(differences(fp, other) for other in seen):
             seen.append(fp)
     if len(seen) < 2:
         return None
-    keys = sorted({k for k in set(seen[0]) | set(seen[1]) if seen[0].get(k) != seen[1].get(k)})
+    keys = [line.split(":")[0] for line in differences(seen[0], seen[1])]
     extra = f"; {unrecorded} without machine.json" if unrecorded else ""
     return (
         f"these runs started on {len(seen)} machines (machine.json differs in "

@@ -256,8 +256,11 @@ def test_compare_notes_runs_from_different_machines(tmp_path, capsys):
     argv = ["compare", *map(str, runs), "--out", str(tmp_path / "c.png")]
     assert main(argv) == 0
     assert "note:" not in capsys.readouterr().out  # one machine recorded, one run unrecorded
-    other = {**machine.read(runs[1]), "cpu": "another CPU"}
-    (runs[1] / "machine.json").write_text(json.dumps(other))
+    torch_run = {**machine.read(runs[1]), "torch_cpu_capability": "AVX2"}
+    (runs[1] / "machine.json").write_text(json.dumps(torch_run))  # a torch trainer's record
+    assert main(argv) == 0
+    assert "note:" not in capsys.readouterr().out  # the same machine
+    (runs[1] / "machine.json").write_text(json.dumps({**torch_run, "cpu": "another CPU"}))
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "note: these runs started on 2 machines (machine.json differs in cpu; 1 without" in out
