@@ -28,7 +28,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MACHINE", "describe", "differences", "fingerprint", "machines_note", "read", "write"]
+__all__ = [
+    "MACHINE",
+    "changed_keys",
+    "describe",
+    "differences",
+    "fingerprint",
+    "machines_note",
+    "read",
+    "write",
+]
 
 MACHINE = "machine.json"
 
@@ -123,17 +132,20 @@ def describe(fp: dict[str, Any] | None = None) -> str:
     )
 
 
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The keys both records have whose values differ. A key only one side has says nothing
+    about the machines (``torch_cpu_capability`` is there only when the trainer uses torch; an
+    older sparserl recorded fewer keys)."""
+    return [k for k in sorted(set(old) & set(new)) if old[k] != new[k]]
+
+
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``"key: old -> new"`` for every key both have whose value differs. A key only one side
-    has says nothing about the machines (``torch_cpu_capability`` is there only when the
-    trainer uses torch; an older sparserl recorded fewer keys)."""
-    return [f"{k}: {old[k]} -> {new[k]}" for k in sorted(set(old) & set(new)) if old[k] != new[k]]
+    """``"key: old -> new"`` for each of `changed_keys`."""
+    return [f"{k}: {old[k]} -> {new[k]}" for k in changed_keys(old, new)]
 
 
-def write(run_dir: str | Path) -> dict[str, Any]:
-    fp = fingerprint()
-    (Path(run_dir) / MACHINE).write_text(json.dumps(fp, indent=1) + "\n")
-    return fp
+def write(run_dir: str | Path) -> None:
+    (Path(run_dir) / MACHINE).write_text(json.dumps(fingerprint(), indent=1) + "\n")
 
 
 def read(run_dir: str | Path) -> dict[str, Any] | None:
@@ -154,11 +166,11 @@ def machines_note(run_dirs: list[str | Path]) -> str | None:
         fp = read(d)
         if fp is None:
             unrecorded += 1
-        elif all(differences(fp, other) for other in seen):
+        elif all(changed_keys(fp, other) for other in seen):
             seen.append(fp)
     if len(seen) < 2:
         return None
-    keys = [line.split(":")[0] for line in differences(seen[0], seen[1])]
+    keys = changed_keys(seen[0], seen[1])
     extra = f"; {unrecorded} without machine.json" if unrecorded else ""
     return (
         f"these runs started on {len(seen)} machines (machine.json differs in "
