@@ -23,9 +23,16 @@ baselines: the regressor and its update are unchanged.
 
 Each transition is learned once, when it happens (single pass, no replay of real data), by the
 exact sparse FTL update of `kernels.losse`. Inputs are the normalised states (see
-`agents.world_model`) times ``input_scale`` (default 1: on 5,000 random Acrobot transitions
-it gave a held-out state error of 0.0059 against 0.0092 for 3, CartPole and MountainCar being
-near 0 either way).
+`agents.world_model`) times ``input_scale``, one factor for all dimensions or one per
+dimension. The random projections mix every dimension, so one that fills a small part of its
+bounds hardly moves the features and the model cannot resolve it: Acrobot's angular velocities
+are bounded at 4 pi and 9 pi (the simulator's clip), while 99 % of a random policy's fill a
+quarter and a sixth of that, and its next states depend on them most. Scaling them by 6
+(``dyna_acrobot.toml``; the normalised targets and bounds are unchanged, the sigmoid saturates
+instead of clipping) cut the held-out next-state error of an online Acrobot stream 20-40x and
+made it stop rising (BENCHMARKS.md, "Losse's inputs on Acrobot"). A single factor for all
+dimensions does not help there (3 gave a held-out state error of 0.0092 against 0.0059 for 1
+on 5,000 random Acrobot transitions); CartPole's and MountainCar's configs keep 1.
 """
 
 from __future__ import annotations
@@ -51,7 +58,8 @@ class LosseParams:
     # "mean": the original's ridge, eps against the mean loss; "sum": eps against the summed
     # loss, which keeps early data's fit (kernels.losse).
     ridge: Literal["mean", "sum"] = "mean"
-    input_scale: float = field(default=1.0, metadata={"gt": 0})
+    # one factor for every input dimension, or one per dimension (see the module docstring)
+    input_scale: float | tuple[float, ...] = field(default=1.0, metadata={"gt": 0})
     # "separate": one regressor per action; "joint": one on shared + per-action features
     actions: Literal["separate", "joint"] = "separate"
     # the encoder (agents.features): "losse", or a baseline with the same k = F 2^b active
@@ -86,6 +94,15 @@ class LosseWorldModel(WorldModel):
         )
         if params.actions not in ("separate", "joint"):
             raise ValueError(f"losse.actions must be 'separate' or 'joint', got {params.actions!r}")
+        scale = np.asarray(params.input_scale, np.float64)
+        if scale.ndim and scale.shape != (bounds.dim,):
+            raise ValueError(
+                f"losse.input_scale has {scale.size} values for {bounds.dim} observation "
+                "dimensions: give one number, or one per dimension"
+            )
+        if not (np.isfinite(scale) & (scale > 0)).all():
+            raise ValueError(f"losse.input_scale must be positive, got {params.input_scale}")
+        self.input_scale = scale
         joint = params.actions == "joint"
         self.regressors = [
             SparseFTL(
@@ -99,7 +116,7 @@ class LosseWorldModel(WorldModel):
 
     def features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The sparse (index, value) features of normalised inputs ``x`` (n, d_in)."""
-        return self.encoder.encode(self.params.input_scale * x)
+        return self.encoder.encode(self.input_scale * x)
 
     def _blocks(
         self, x: np.ndarray, action: np.ndarray

@@ -1,7 +1,7 @@
 """Does a world model learned online keep what it learned early? Losse vs neural networks.
 
     python -m experiments.benchmarks.losse_forgetting [--task cartpole] [--steps 47500]
-        [--shift 2500] [--seed 0] [--no-exact] [--set KEY=VALUE ...]
+        [--shift 2500] [--seed 0] [--no-exact] [--set KEY=VALUE ...] [--models M ...]
 
 One fixed stream with a covariate shift, fed to every model one transition at a time: the first
 ``--shift`` steps follow the random policy, the rest a hand-written controller with 10 % random
@@ -53,6 +53,14 @@ from experiments.registry import load_config
 from kernels.losse import ridge_ftl_solution
 
 CHECKS = (2_000, 5_000, 10_000, 20_000, 30_000, 45_000)
+
+# --models key: the row's label
+MODELS = {
+    "losse-mean": "Losse, ridge mean, eps 1e-5",
+    "losse-sum": "Losse, ridge sum, eps 1e-3",
+    "nn-online": "NN online",
+    "nn-replay": "NN replay",
+}
 
 
 def _balance(obs: np.ndarray) -> int:
@@ -129,6 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-exact", action="store_true", help="skip the exact FTL solves")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        choices=sorted(MODELS),
+        default=list(MODELS),
+        help="which models to run (default: all)",
+    )
     args = p.parse_args(argv)
     if not 0 < args.shift < args.steps:
         raise SystemExit("need 0 < --shift < --steps")
@@ -159,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"Losse (F, B, b) = {(lp.num_grids, lp.num_bins, lp.bin_dim)}, actions {lp.actions!r}, "
-        f"encoder {encoder}"
+        f"encoder {encoder}, input scale {lp.input_scale}"
     )
 
     def bounds() -> ObservationBounds:
@@ -169,12 +184,13 @@ def main(argv: list[str] | None = None) -> None:
         params = replace(config.losse, eps=eps, ridge=ridge)
         return LosseWorldModel(bounds(), n_actions, params, np.random.default_rng(args.seed + 1))
 
-    models = {
-        "Losse, ridge mean, eps 1e-5": lambda: losse(1e-5, "mean"),
-        "Losse, ridge sum, eps 1e-3": lambda: losse(1e-3, "sum"),
-        "NN online": lambda: NNWorldModel(bounds(), n_actions, config.nn, "online", args.seed),
-        "NN replay": lambda: NNWorldModel(bounds(), n_actions, config.nn, "replay", args.seed),
+    makers = {
+        "losse-mean": lambda: losse(1e-5, "mean"),
+        "losse-sum": lambda: losse(1e-3, "sum"),
+        "nn-online": lambda: NNWorldModel(bounds(), n_actions, config.nn, "online", args.seed),
+        "nn-replay": lambda: NNWorldModel(bounds(), n_actions, config.nn, "replay", args.seed),
     }
+    models = {MODELS[key]: makers[key] for key in MODELS if key in args.models}
     header = "".join(f"{c:>10,d}" for c in checks)
     print(f"\nheld-out next-state MSE after N transitions learned\n{'model':30s}{header}  last/min")
     done_rows = []

@@ -137,6 +137,40 @@ def test_joint_losse_model_shares_a_block_between_actions():
         LosseWorldModel(bounds, 2, LosseParams(actions="both"), np.random.default_rng(0))
 
 
+def test_losse_input_scale_per_dimension():
+    """A dimension that fills a tenth of its bounds (Acrobot's velocities fill about a sixth)
+    barely moves the random projections; scaling it up lets the features resolve it."""
+
+    def slow_dim(n: int, seed: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        obs = np.column_stack([rng.uniform(-1, 1, n), rng.uniform(-0.1, 0.1, n)])
+        nxt = obs + np.column_stack([0.2 * np.sin(20 * obs[:, 1]), np.zeros(n)])
+        zeros = np.zeros(n)
+        return {
+            "obs": obs,
+            "action": zeros.astype(int),
+            "reward": zeros,
+            "next_obs": nxt,
+            "terminated": zeros,
+        }
+
+    data, held = slow_dim(2000, 0), slow_dim(300, 1)
+    bounds = ObservationBounds(-np.ones(2), np.ones(2))
+    errors = {}
+    for scale in (1.0, (1.0, 1.0), (1.0, 10.0)):
+        model = LosseWorldModel(bounds, 1, LosseParams(input_scale=scale), np.random.default_rng(0))
+        model.update(*(data[k] for k in ("obs", "action", "reward", "next_obs", "terminated")))
+        errors[scale] = heldout_errors(model, held)["model_error_state"]
+    assert errors[(1.0, 1.0)] == errors[1.0]
+    assert errors[(1.0, 10.0)] < errors[1.0] / 20
+    with pytest.raises(ValueError, match="3 values for 2 observation dimensions"):
+        LosseWorldModel(
+            bounds, 1, LosseParams(input_scale=(1.0, 2.0, 3.0)), np.random.default_rng(0)
+        )
+    with pytest.raises(ValueError, match="must be positive"):
+        LosseWorldModel(bounds, 1, LosseParams(input_scale=(1.0, 0.0)), np.random.default_rng(0))
+
+
 @pytest.mark.parametrize("mode", ["replay", "online"])
 def test_nn_model_trains_and_reloads(mode):
     data = _transitions(1200)
