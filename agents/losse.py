@@ -29,8 +29,8 @@ bounds hardly moves the features and the model cannot resolve it: Acrobot's angu
 are bounded at 4 pi and 9 pi (the simulator's clip), while 99 % of a random policy's fill a
 quarter and a sixth of that, and its next states depend on them most. Scaling them by 6
 (``dyna_acrobot.toml``; the normalised targets and bounds are unchanged, the sigmoid saturates
-instead of clipping) cut the held-out next-state error of an online Acrobot stream 20-40x and
-made it stop rising (BENCHMARKS.md, "Losse's inputs on Acrobot"). A single factor for all
+instead of clipping) cut the held-out next-state error of an online Acrobot stream 12-39x and
+nearly stopped its rise (BENCHMARKS.md, "Losse's inputs on Acrobot"). A single factor for all
 dimensions does not help there (3 gave a held-out state error of 0.0092 against 0.0059 for 1
 on 5,000 random Acrobot transitions); CartPole's and MountainCar's configs keep 1.
 """
