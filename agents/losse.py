@@ -45,7 +45,7 @@ import numpy as np
 
 from agents.features import encoder_from_state_dict, make_encoder
 from agents.world_model import ObservationBounds, WorldModel, model_targets
-from kernels.losse import SparseFTL
+from kernels.losse import FTL_LAYOUTS, SlotsFTL, SparseFTL
 
 __all__ = ["LosseParams", "LosseWorldModel"]
 
@@ -69,6 +69,12 @@ class LosseParams:
     # 1 was the best of 0.25, 0.5, 1, 1.5, 2 on random-policy Acrobot transitions)
     encoder: Literal["losse", "tiles", "fourier"] = "losse"
     bandwidth: float = field(default=1.0, metadata={"gt": 0})
+    # how each regressor stores A (kernels.losse): "pairs" (rows of co-activated pairs: memory
+    # grows with the pairs, any d) or "slots" (dense over the features seen: about twice as
+    # fast where the rows are mostly full, as on small encodings, at 8 bytes per entry of the
+    # seen x seen square). The same regression up to rounding; a checkpoint of one loads into
+    # the other.
+    layout: Literal["pairs", "slots"] = "pairs"
 
 
 class LosseWorldModel(WorldModel):
@@ -104,9 +110,11 @@ class LosseWorldModel(WorldModel):
         if not (np.isfinite(scale) & (scale > 0)).all():
             raise ValueError(f"losse.input_scale must be positive, got {params.input_scale}")
         self.input_scale = scale
+        if params.layout not in FTL_LAYOUTS:
+            raise ValueError(f"losse.layout must be 'pairs' or 'slots', got {params.layout!r}")
         joint = params.actions == "joint"
         self.regressors = [
-            SparseFTL(
+            FTL_LAYOUTS[params.layout](
                 self.encoder.dim * (n_actions + 1 if joint else 1),
                 bounds.dim + 2,
                 params.eps,
@@ -121,7 +129,7 @@ class LosseWorldModel(WorldModel):
 
     def _blocks(
         self, x: np.ndarray, action: np.ndarray
-    ) -> list[tuple[SparseFTL, np.ndarray | slice, np.ndarray, np.ndarray]]:
+    ) -> list[tuple[SparseFTL | SlotsFTL, np.ndarray | slice, np.ndarray, np.ndarray]]:
         """(regressor, rows, idx, val) for each regressor that the rows of (x, action) use
         (``rows`` indexes the batch: all of it for the joint regressor)."""
         idx, val = self.features(x)
@@ -181,5 +189,6 @@ class LosseWorldModel(WorldModel):
 
     def load_state_dict(self, state: dict) -> None:
         self.encoder = encoder_from_state_dict(state["encoder"])
-        self.regressors = [SparseFTL.from_state_dict(s) for s in state["regressors"]]
+        layout = FTL_LAYOUTS[self.params.layout]  # the state may come from either layout
+        self.regressors = [layout.from_state_dict(s) for s in state["regressors"]]
         self.bounds.clipped = state["clipped"]

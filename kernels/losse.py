@@ -51,6 +51,8 @@ from kernels.checks import check_int
 __all__ = [
     "DenseFTLReference",
     "LosseEncoder",
+    "FTL_LAYOUTS",
+    "SlotsFTL",
     "SparseFTL",
     "encode_reference",
     "encoder_inputs",
@@ -360,6 +362,32 @@ def _cholesky_solve(G, k, out):
 
 
 @njit(cache=True)
+def _map_slots(idx, slot_of, feat, pos, slots, counters):
+    """Slots of one sample's features (first seen, first numbered) into ``slots``, each marked
+    with its place in the sample (pos[slot] = m). False, with no trace left (no new slot, no
+    mark), when an index repeats."""
+    first_new = counters[_SLOTS]
+    for m in range(idx.shape[0]):
+        g = idx[m]
+        r = slot_of[g]
+        if r < 0:
+            r = counters[_SLOTS]
+            counters[_SLOTS] += 1
+            slot_of[g] = r
+            feat[r] = g
+        if pos[r] >= 0:
+            for q in range(m):
+                pos[slots[q]] = -1
+            for q in range(first_new, counters[_SLOTS]):
+                slot_of[feat[q]] = -1
+            counters[_SLOTS] = first_new
+            return False
+        pos[r] = m
+        slots[m] = r
+    return True
+
+
+@njit(cache=True)
 def _ftl_update_kernel(
     idx,
     val,
@@ -397,25 +425,8 @@ def _ftl_update_kernel(
     for s in range(start, n):
         if feat.shape[0] - counters[_SLOTS] < k or blk_col.shape[0] - counters[_BLOCKS] < worst:
             return s, -1
-        # map features to slots (first seen, first numbered), marking the active ones
-        first_new = counters[_SLOTS]
-        for m in range(k):
-            g = idx[s, m]
-            r = slot_of[g]
-            if r < 0:
-                r = counters[_SLOTS]
-                counters[_SLOTS] += 1
-                slot_of[g] = r
-                feat[r] = g
-            if pos[r] >= 0:
-                for q in range(m):
-                    pos[slots[q]] = -1
-                for q in range(first_new, counters[_SLOTS]):
-                    slot_of[feat[q]] = -1
-                counters[_SLOTS] = first_new
-                return s, s
-            pos[r] = m
-            slots[m] = r
+        if not _map_slots(idx[s], slot_of, feat, pos, slots, counters):
+            return s, s
         for m in range(k):
             for o in range(out_dim):
                 C[slots[m], o] += val[s, m] * y[s, o]
@@ -527,6 +538,126 @@ def _ftl_update_kernel(
     return n, -1
 
 
+# columns of A[S, :] W refreshed per block in the slots layout: a block of row pieces and of
+# A W fits in the first-level cache while the 8 rows of a group are added into it
+SLOT_CHUNK = 256
+
+
+@njit(cache=True)
+def _slots_update_kernel(
+    idx, val, y, eps, ridge_sum, start, slot_of, feat, pos, W, C, A, AWt, counters
+):
+    """`_ftl_update_kernel` on the slots layout: A dense over the slots (A[r, c] of slots r,
+    c), and AWt = (A W)^T kept up to date, so that the rhs needs no row scan:
+    A_new[S, :] W - A_new[S, S] W[S] = (A W)[S] - A_old[S, S] W[S]. After the solve
+    A W += phi (phi^T W_old) + A_new[:, S] dW, the last term as axpys along the rows of S (A
+    is symmetric), 8 rows at a time, each entry of A W summing them in a fixed order.
+    Same returns as `_ftl_update_kernel`."""
+    n, k = idx.shape
+    out_dim = y.shape[1]
+    G = np.empty((k, k + out_dim))
+    X = np.empty((k, out_dim))
+    slots = np.empty(k, np.int64)
+    offT = np.empty((out_dim, k))  # (A W)[S] - A_old[S, S] W[S], transposed
+    WS = np.empty((k, out_dim))
+    dW = np.empty((k, out_dim))
+    phiw = np.empty(out_dim)
+    for s in range(start, n):
+        if feat.shape[0] - counters[_SLOTS] < k:
+            return s, -1
+        if not _map_slots(idx[s], slot_of, feat, pos, slots, counters):
+            return s, s
+        used = counters[_SLOTS]
+        vs = val[s]
+        for m in range(k):
+            for o in range(out_dim):
+                C[slots[m], o] += vs[m] * y[s, o]
+        counters[_T] += 1
+        t = counters[_T]
+        for o in range(out_dim):
+            phiw[o] = 0.0
+        for m in range(k):
+            r = slots[m]
+            row = A[r]
+            for p in range(k):
+                G[m, p] = row[slots[p]]
+            for o in range(out_dim):
+                WS[m, o] = W[r, o]
+                phiw[o] += vs[m] * W[r, o]
+        for o in range(out_dim):
+            for m in range(k):
+                offT[o, m] = AWt[o, slots[m]]
+        for p in range(k):  # the old block is symmetric: its row p is its column p
+            gp = G[p, :k]
+            for o in range(out_dim):
+                w = WS[p, o]
+                of = offT[o]
+                for m in range(k):
+                    of[m] -= w * gp[m]
+        for m in range(k):
+            r = slots[m]
+            row = A[r]
+            vm = vs[m]
+            for p in range(k):
+                old = G[m, p]
+                a = old + vm * vs[p]
+                if old == 0.0 and a != 0.0:
+                    counters[_PAIRS] += 1
+                G[m, p] = a
+                row[slots[p]] = a
+            for o in range(out_dim):
+                G[m, k + o] = (C[r, o] - offT[o, m]) / t
+        for m in range(k):
+            grow = G[m, m:k]
+            for p in range(k - m):
+                grow[p] /= t
+            G[m, m] += eps / t if ridge_sum else eps
+        ratio = _cholesky_solve(G, k, X)
+        if ratio > 0.0:
+            if ratio * ratio > ILL_CONDITIONED:
+                counters[_ILL] += 1
+            for m in range(k):
+                for o in range(out_dim):
+                    dW[m, o] = X[m, o] - WS[m, o]
+                    W[slots[m], o] = X[m, o]
+        else:
+            counters[_FAILED] += 1
+            dW[:] = 0.0
+        for m in range(k):
+            for o in range(out_dim):
+                AWt[o, slots[m]] += vs[m] * phiw[o]
+        full = k - k % 8
+        for c0 in range(0, used, SLOT_CHUNK):
+            c1 = min(c0 + SLOT_CHUNK, used)
+            for m0 in range(0, full, 8):
+                r0 = A[slots[m0], c0:c1]
+                r1 = A[slots[m0 + 1], c0:c1]
+                r2 = A[slots[m0 + 2], c0:c1]
+                r3 = A[slots[m0 + 3], c0:c1]
+                r4 = A[slots[m0 + 4], c0:c1]
+                r5 = A[slots[m0 + 5], c0:c1]
+                r6 = A[slots[m0 + 6], c0:c1]
+                r7 = A[slots[m0 + 7], c0:c1]
+                for o in range(out_dim):
+                    d = dW[m0 : m0 + 8, o]
+                    d0, d1, d2, d3, d4, d5, d6, d7 = d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]
+                    aw = AWt[o, c0:c1]
+                    for c in range(c1 - c0):
+                        aw[c] += (r0[c] * d0 + r1[c] * d1 + r2[c] * d2 + r3[c] * d3) + (
+                            r4[c] * d4 + r5[c] * d5 + r6[c] * d6 + r7[c] * d7
+                        )
+        for m in range(full, k):
+            row = A[slots[m], :used]
+            for o in range(out_dim):
+                dm = dW[m, o]
+                aw = AWt[o, :used]
+                for c in range(used):
+                    aw[c] += row[c] * dm
+        for m in range(k):
+            pos[slots[m]] = -1
+    return n, -1
+
+
 @njit(cache=True)
 def _predict_kernel(idx, val, slot_of, W, out):
     for n in range(idx.shape[0]):
@@ -583,10 +714,11 @@ def _csr_to_rows(ptr, col, vals, row_head, row_tail, row_fill, blk_col, blk_val,
     return used
 
 
-class SparseFTL:
-    """Online ridge FTL regression on sparse features, A stored by rows of co-activated pairs.
+class _SlotFTL:
+    """What the two layouts of A share: features numbered by slots in the order they are first
+    seen (``_slot_of``, ``_feat``), weights W and targets' sums C per slot, the counters, the
+    outputs that are live, checks, prediction and the checkpoint format. Subclasses hold A.
 
-    ``ridge``: "mean" (the original's objective) or "sum" (see the module docstring).
     ``update(idx, val, y)`` takes one sample (idx, val (k,), y (out_dim,)) or a batch
     ((n, k), (n, k), (n, out_dim)) processed one sample after another, exactly like n single
     calls (the gist's semantics; no batched solve). ``predict(idx, val) -> (n, out_dim)``.
@@ -598,23 +730,12 @@ class SparseFTL:
     predicted (exact: a column whose targets are all zero has zero weights); internally their
     columns are packed in the order they became live (``live_outputs``).
 
-    Layout. Features get slots in the order they are first seen, so the weights, targets'
-    sums and row heads of the features seen so far are small dense arrays that stay in cache
-    while a row of A is scanned, and a row's entries (appended sample by sample) point to
-    nearby slots. A row is a chain of blocks of ``block_size`` (column slot, value) entries
-    (default max(k, MIN_BLOCK), set by the first update: a new row fills one block). The
-    block store grows in place by a quarter (realloc), so memory tracks the stored pairs.
-    """
+    Checkpoints (``state_dict``) hold A as CSR rows over slots, whichever the layout, so a
+    state saved by one layout loads into the other (``from_state_dict`` of either class)."""
 
-    def __init__(
-        self,
-        dim: int,
-        out_dim: int,
-        eps: float = 1e-5,
-        block_size: int | None = None,
-        blocks: int = 1024,
-        ridge: str = "mean",
-    ) -> None:
+    layout = ""
+
+    def __init__(self, dim: int, out_dim: int, eps: float = 1e-5, ridge: str = "mean") -> None:
         dim = check_int("dim", dim)
         if dim >= 2**31:
             raise ValueError(f"dim = {dim}: at most 2^31 - 1 features are supported")
@@ -623,12 +744,8 @@ class SparseFTL:
             raise ValueError(
                 f"eps must be a finite number > 0 (it keeps solves regular), got {eps!r}"
             )
-        if (block_size is not None and block_size < 1) or blocks < 1:
-            raise ValueError(f"block_size and blocks must be >= 1, got {block_size}, {blocks}")
         self.dim, self.out_dim, self.eps = int(dim), int(out_dim), float(eps)
         self.ridge = _check_ridge(ridge)
-        self.block_size = None if block_size is None else int(block_size)
-        self._initial_blocks = int(blocks)
         self._slot_of = np.full(dim, -1, np.int32)
         self._counters = np.zeros(6, np.int64)
         self._feat = np.empty(0, np.int32)
@@ -636,12 +753,6 @@ class SparseFTL:
         self._W = np.zeros((0, -(-out_dim // LANES) * LANES))
         self._C = np.zeros((0, out_dim))
         self._set_outputs(np.empty(0, np.int64))
-        self._row_head = np.empty(0, np.int32)
-        self._row_tail = np.empty(0, np.int32)
-        self._row_fill = np.empty(0, np.int32)
-        self._blk_col = np.empty((0, 0), np.int32)
-        self._blk_val = np.empty((0, 0))
-        self._blk_next = np.empty(0, np.int32)
 
     # -- figures -----------------------------------------------------------------------------
     @property
@@ -666,23 +777,13 @@ class SparseFTL:
         """Distinct features that have been active (the rows of A that exist)."""
         return int(self._counters[_SLOTS])
 
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return (self._slot_of, self._feat, self._pos, self._W, self._C)
+
     @property
     def nbytes(self) -> int:
-        """Bytes held by the regressor (capacities of the block store and per-slot arrays)."""
-        arrays = (
-            self._slot_of,
-            self._feat,
-            self._pos,
-            self._W,
-            self._C,
-            self._row_head,
-            self._row_tail,
-            self._row_fill,
-            self._blk_col,
-            self._blk_val,
-            self._blk_next,
-        )
-        return sum(a.nbytes for a in arrays)
+        """Bytes held by the regressor (capacities of A's store and the per-slot arrays)."""
+        return sum(a.nbytes for a in self._arrays())
 
     def _set_outputs(self, outputs: np.ndarray) -> None:
         self._outputs = outputs  # internal column j holds output outputs[j]
@@ -717,6 +818,13 @@ class SparseFTL:
         out[:, self._outputs] = internal[:, : len(self._outputs)]
         return out
 
+    def _grow_slots(self, slot_cap: int) -> None:
+        if self._feat.shape[0] != slot_cap:
+            self._feat = _extend(self._feat, slot_cap, 0)
+            self._pos = _extend(self._pos, slot_cap, -1)
+            self._W = _extend(self._W, slot_cap, 0.0)
+            self._C = _extend(self._C, slot_cap, 0.0)
+
     # -- learning ------------------------------------------------------------------------------
     def _check(
         self, idx: np.ndarray, val: np.ndarray, y: np.ndarray | None = None
@@ -748,77 +856,27 @@ class SparseFTL:
             out.append(np.ascontiguousarray(y))
         return tuple(out)
 
-    def _reserve(self, slots: int, blocks: int) -> None:
-        """Capacity for at least `slots` slots and `blocks` blocks in all."""
-        slot_cap, block_cap = self._feat.shape[0], self._blk_col.shape[0]
-        if slot_cap < slots:
-            slot_cap = max(2 * slot_cap, slots, 1024)
-        if block_cap < blocks:
-            # by a quarter: memory stays within 25% of what the pairs need
-            block_cap = max(block_cap + block_cap // 4, blocks)
-        self._resize(slot_cap, block_cap)
-
-    def _resize(self, slot_cap: int, block_cap: int) -> None:
-        if self._feat.shape[0] != slot_cap:
-            self._feat = _extend(self._feat, slot_cap, 0)
-            self._pos = _extend(self._pos, slot_cap, -1)
-            self._W = _extend(self._W, slot_cap, 0.0)
-            self._C = _extend(self._C, slot_cap, 0.0)
-            self._row_head = _extend(self._row_head, slot_cap, -1)
-            self._row_tail = _extend(self._row_tail, slot_cap, -1)
-            self._row_fill = _extend(self._row_fill, slot_cap, 0)
-        if self._blk_col.shape[0] != block_cap:
-            # in place: the store is never shared, and a large realloc remaps pages rather
-            # than copying them, so growing never holds two copies of the pairs
-            self._blk_col.resize((block_cap, self.block_size), refcheck=False)
-            self._blk_val.resize((block_cap, self.block_size), refcheck=False)
-            self._blk_next.resize(block_cap, refcheck=False)
-
     def update(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray) -> None:
         """Add samples (one after another) and re-solve each one's active rows of W."""
         idx, val, y = self._check(idx, val, y)
-        k = idx.shape[1]
         if len(self._outputs) < self.out_dim:
             new = np.flatnonzero((y != 0.0).any(axis=0) & ~self._live)
             if len(new):
                 self._set_outputs(np.concatenate([self._outputs, new]))
         if not self._all_in_order:
             y = np.ascontiguousarray(y[:, self._outputs])
-        if self.block_size is None:
-            self.block_size = max(k, MIN_BLOCK)
-        if self._blk_col.shape[1] != self.block_size:
-            self._blk_col = np.empty((self._initial_blocks, self.block_size), np.int32)
-            self._blk_val = np.empty((self._initial_blocks, self.block_size))
-            self._blk_next = np.empty(self._initial_blocks, np.int32)
-        worst = k * -(-k // self.block_size)
         start = 0
         while start < idx.shape[0]:
-            self._reserve(self.features_seen + k, int(self._counters[_BLOCKS]) + worst)
-            start, bad = _ftl_update_kernel(
-                idx,
-                val,
-                y,
-                self.eps,
-                self.ridge == "sum",
-                start,
-                self._slot_of,
-                self._feat,
-                self._pos,
-                self._W,
-                self._C,
-                self._row_head,
-                self._row_tail,
-                self._row_fill,
-                self._blk_col,
-                self._blk_val,
-                self._blk_next,
-                self._counters,
-            )
+            start, bad = self._run(idx, val, y, start)
             if bad >= 0:
                 raise ValueError(
                     f"sample {bad} repeats a feature index among its active features "
                     f"(the {bad} samples before it were learned, it and the rest were not)"
                 )
+
+    def _run(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, start: int) -> tuple[int, int]:
+        """Room for one more sample, then the layout's kernel from sample ``start``."""
+        raise NotImplementedError
 
     def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         """(n, k) indices and values -> (n, out_dim) predictions sum_j v_j W[j]."""
@@ -828,15 +886,8 @@ class SparseFTL:
         return out if self._all_in_order else self._external(out)
 
     def _rows_csr(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ptr, column slots, values) of the given slots' rows, entries in row order."""
-        slots = np.ascontiguousarray(slots, dtype=np.int64)
-        ptr = np.zeros(len(slots) + 1, np.int64)
-        store = (self._row_head, self._row_tail, self._row_fill)
-        blocks = (self._blk_col, self._blk_val, self._blk_next)
-        _rows_to_csr(slots, *store, *blocks, ptr, np.empty(0, np.int32), np.empty(0))
-        col, vals = np.empty(ptr[-1], np.int32), np.empty(ptr[-1])
-        _rows_to_csr(slots, *store, *blocks, ptr, col, vals)
-        return ptr, col, vals
+        """(ptr, column slots, values) of the given slots' rows of A."""
+        raise NotImplementedError
 
     def dense_rows(self, rows: np.ndarray) -> np.ndarray:
         """Rows of A as a dense (len(rows), dim) array (tests and small-d inspection)."""
@@ -850,15 +901,15 @@ class SparseFTL:
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Layout-free state: features in slot order, their W and C, rows of A as CSR over
-        slots (entries in the order they were added, which fixes the order of every sum)."""
+        slots (the pairs layout keeps its entries' order, which fixes the order of its sums)."""
         used = self.features_seen
         ptr, col, vals = self._rows_csr(np.arange(used))
         return {
+            "layout": self.layout,
             "dim": self.dim,
             "out_dim": self.out_dim,
             "eps": self.eps,
             "ridge": self.ridge,
-            "block_size": self.block_size,
             "features": self._feat[:used].copy(),
             "W": self._external(self._W[:used]),
             "C": self._external(self._C[:used]),
@@ -867,49 +918,285 @@ class SparseFTL:
             "row_col": col,
             "row_val": vals,
             "counters": self._counters[[_T, _PAIRS, _ILL, _FAILED]].copy(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> _SlotFTL:
+        """A regressor of this class's layout from a state saved by either layout."""
+        model = cls._empty_like(state)
+        features = np.asarray(state["features"], np.int32)
+        used = len(features)
+        model._counters[[_T, _PAIRS, _ILL, _FAILED]] = state["counters"]
+        # saved before outputs were tracked: all live, in their own order (the same update)
+        outputs = np.asarray(state.get("live_outputs", np.arange(model.out_dim)), np.int64)
+        model._set_outputs(outputs)
+        if used == 0:
+            return model
+        ptr = np.asarray(state["row_ptr"], np.int64)
+        model._reserve_for(state, used, ptr)
+        model._counters[_SLOTS] = used
+        model._feat[:used] = features
+        model._slot_of[features] = np.arange(used, dtype=np.int32)
+        model._W[:used, : len(outputs)] = np.asarray(state["W"])[:, outputs]
+        model._C[:used, : len(outputs)] = np.asarray(state["C"])[:, outputs]
+        col = np.asarray(state["row_col"], np.int32)
+        model._load_rows(state, ptr, col, np.asarray(state["row_val"], np.float64))
+        return model
+
+    @classmethod
+    def _empty_like(cls, state: dict) -> _SlotFTL:
+        # ridge: "mean" for states saved before the option existed
+        return cls(state["dim"], state["out_dim"], state["eps"], ridge=state.get("ridge", "mean"))
+
+    def _reserve_for(self, state: dict, used: int, ptr: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _load_rows(self, state: dict, ptr: np.ndarray, col: np.ndarray, vals: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class SparseFTL(_SlotFTL):
+    """Online ridge FTL regression on sparse features, A stored by rows of co-activated pairs.
+
+    ``ridge``: "mean" (the original's objective) or "sum" (see the module docstring). The
+    interface is `_SlotFTL`'s.
+
+    Layout. Features get slots in the order they are first seen, so the weights, targets'
+    sums and row heads of the features seen so far are small dense arrays that stay in cache
+    while a row of A is scanned, and a row's entries (appended sample by sample) point to
+    nearby slots. A row is a chain of blocks of ``block_size`` (column slot, value) entries
+    (default max(k, MIN_BLOCK), set by the first update: a new row fills one block). The
+    block store grows in place by a quarter (realloc), so memory tracks the stored pairs.
+    """
+
+    layout = "pairs"
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        eps: float = 1e-5,
+        block_size: int | None = None,
+        blocks: int = 1024,
+        ridge: str = "mean",
+    ) -> None:
+        super().__init__(dim, out_dim, eps, ridge)
+        if (block_size is not None and block_size < 1) or blocks < 1:
+            raise ValueError(f"block_size and blocks must be >= 1, got {block_size}, {blocks}")
+        self.block_size = None if block_size is None else int(block_size)
+        self._initial_blocks = int(blocks)
+        self._row_head = np.empty(0, np.int32)
+        self._row_tail = np.empty(0, np.int32)
+        self._row_fill = np.empty(0, np.int32)
+        self._blk_col = np.empty((0, 0), np.int32)
+        self._blk_val = np.empty((0, 0))
+        self._blk_next = np.empty(0, np.int32)
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        store = (self._row_head, self._row_tail, self._row_fill)
+        return (*super()._arrays(), *store, self._blk_col, self._blk_val, self._blk_next)
+
+    def _reserve(self, slots: int, blocks: int) -> None:
+        """Capacity for at least `slots` slots and `blocks` blocks in all."""
+        slot_cap, block_cap = self._feat.shape[0], self._blk_col.shape[0]
+        if slot_cap < slots:
+            slot_cap = max(2 * slot_cap, slots, 1024)
+        if block_cap < blocks:
+            # by a quarter: memory stays within 25% of what the pairs need
+            block_cap = max(block_cap + block_cap // 4, blocks)
+        self._resize(slot_cap, block_cap)
+
+    def _resize(self, slot_cap: int, block_cap: int) -> None:
+        if self._feat.shape[0] != slot_cap:
+            self._grow_slots(slot_cap)
+            self._row_head = _extend(self._row_head, slot_cap, -1)
+            self._row_tail = _extend(self._row_tail, slot_cap, -1)
+            self._row_fill = _extend(self._row_fill, slot_cap, 0)
+        if self._blk_col.shape[0] != block_cap:
+            # in place: the store is never shared, and a large realloc remaps pages rather
+            # than copying them, so growing never holds two copies of the pairs
+            self._blk_col.resize((block_cap, self.block_size), refcheck=False)
+            self._blk_val.resize((block_cap, self.block_size), refcheck=False)
+            self._blk_next.resize(block_cap, refcheck=False)
+
+    def _start_store(self) -> None:
+        if self._blk_col.shape[1] != self.block_size:
+            self._blk_col = np.empty((self._initial_blocks, self.block_size), np.int32)
+            self._blk_val = np.empty((self._initial_blocks, self.block_size))
+            self._blk_next = np.empty(self._initial_blocks, np.int32)
+
+    def _run(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, start: int) -> tuple[int, int]:
+        k = idx.shape[1]
+        if self.block_size is None:
+            self.block_size = max(k, MIN_BLOCK)
+        self._start_store()
+        worst = k * -(-k // self.block_size)
+        self._reserve(self.features_seen + k, int(self._counters[_BLOCKS]) + worst)
+        return _ftl_update_kernel(
+            idx,
+            val,
+            y,
+            self.eps,
+            self.ridge == "sum",
+            start,
+            self._slot_of,
+            self._feat,
+            self._pos,
+            self._W,
+            self._C,
+            self._row_head,
+            self._row_tail,
+            self._row_fill,
+            self._blk_col,
+            self._blk_val,
+            self._blk_next,
+            self._counters,
+        )
+
+    def _rows_csr(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ptr, column slots, values) of the given slots' rows, entries in row order."""
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        ptr = np.zeros(len(slots) + 1, np.int64)
+        store = (self._row_head, self._row_tail, self._row_fill)
+        blocks = (self._blk_col, self._blk_val, self._blk_next)
+        _rows_to_csr(slots, *store, *blocks, ptr, np.empty(0, np.int32), np.empty(0))
+        col, vals = np.empty(ptr[-1], np.int32), np.empty(ptr[-1])
+        _rows_to_csr(slots, *store, *blocks, ptr, col, vals)
+        return ptr, col, vals
+
+    def state_dict(self) -> dict:
+        return {
+            **super().state_dict(),
+            "block_size": self.block_size,
             # capacities, so that a reloaded model grows (and reports nbytes) as the original
             "capacity": (self._feat.shape[0], self._blk_col.shape[0]),
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> SparseFTL:
-        model = cls(
-            state["dim"],
-            state["out_dim"],
-            state["eps"],
-            state["block_size"],
-            ridge=state.get("ridge", "mean"),  # saved before the option existed
-        )
-        features = np.asarray(state["features"], np.int32)
-        used = len(features)
-        ptr = np.asarray(state["row_ptr"], np.int64)
-        model._counters[[_T, _PAIRS, _ILL, _FAILED]] = state["counters"]
-        if model.block_size is None:  # saved before its first update
-            return model
-        model._blk_col = np.empty((0, model.block_size), np.int32)
-        blocks = int((-(-np.diff(ptr) // model.block_size)).sum())
-        slot_cap, block_cap = state["capacity"]
-        model._resize(max(int(slot_cap), used), max(int(block_cap), blocks))
-        model._counters[_SLOTS] = used
-        model._feat[:used] = features
-        model._slot_of[features] = np.arange(used, dtype=np.int32)
-        # saved before outputs were tracked: all live, in their own order (the same update)
-        outputs = np.asarray(state.get("live_outputs", np.arange(model.out_dim)), np.int64)
-        model._set_outputs(outputs)
-        model._W[:used, : len(outputs)] = np.asarray(state["W"])[:, outputs]
-        model._C[:used, : len(outputs)] = np.asarray(state["C"])[:, outputs]
-        model._counters[_BLOCKS] = _csr_to_rows(
-            ptr,
-            np.asarray(state["row_col"], np.int32),
-            np.asarray(state["row_val"], np.float64),
-            model._row_head,
-            model._row_tail,
-            model._row_fill,
-            model._blk_col,
-            model._blk_val,
-            model._blk_next,
-        )
+    def _empty_like(cls, state: dict) -> SparseFTL:
+        model = super()._empty_like(state)
+        model.block_size = state.get("block_size")  # None: saved before its first update
         return model
+
+    def _reserve_for(self, state: dict, used: int, ptr: np.ndarray) -> None:
+        if self.block_size is None:  # saved by the slots layout
+            self.block_size = max(int(np.diff(ptr).min()), MIN_BLOCK)
+        self._start_store()
+        self._blk_col = np.empty((0, self.block_size), np.int32)
+        blocks = int((-(-np.diff(ptr) // self.block_size)).sum())
+        slot_cap, block_cap = state.get("capacity", (used, blocks))
+        self._resize(max(int(slot_cap), used), max(int(block_cap), blocks))
+
+    def _load_rows(self, state: dict, ptr: np.ndarray, col: np.ndarray, vals: np.ndarray) -> None:
+        self._counters[_BLOCKS] = _csr_to_rows(
+            ptr,
+            col,
+            vals,
+            self._row_head,
+            self._row_tail,
+            self._row_fill,
+            self._blk_col,
+            self._blk_val,
+            self._blk_next,
+        )
+
+
+class SlotsFTL(_SlotFTL):
+    """The same regression with A dense over the features seen so far (slots x slots), and
+    A W kept up to date (`_slots_update_kernel`).
+
+    An update then costs O(k^2 + k * features seen + k^3) in contiguous, vectorised loops, no
+    row scan: on the Dyna configs' encodings (d = 2450 per action, about 1 450 features seen
+    on Acrobot, whose rows are 78 % full of pairs anyway) about twice as fast as `SparseFTL`
+    (BENCHMARKS.md). Memory is 8 bytes per entry of the seen x seen square, whatever the pairs:
+    at most 8 d^2 bytes (48 MB at d = 2450), so it is for small encodings; growing past
+    ``max_bytes`` (default 2 GiB) is an error that names the pairs layout. Results equal
+    `SparseFTL`'s up to rounding (the sums run in another order)."""
+
+    layout = "slots"
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        eps: float = 1e-5,
+        ridge: str = "mean",
+        max_bytes: int = 2 * 2**30,
+    ) -> None:
+        super().__init__(dim, out_dim, eps, ridge)
+        self.max_bytes = int(max_bytes)
+        self._A = np.zeros((0, 0))
+        self._AWt = np.zeros((self._W.shape[1], 0))
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        return (*super()._arrays(), self._A, self._AWt)
+
+    def _reserve(self, slots: int) -> None:
+        """Room for at least `slots` slots (by half again, up to dim)."""
+        cap = self._feat.shape[0]
+        if cap >= slots:
+            return
+        most = math.isqrt(self.max_bytes // 8)
+        cap = min(self.dim, max(min(max(cap + cap // 2, 256), most), slots))
+        if 8 * cap * cap > self.max_bytes:
+            raise MemoryError(
+                f"the slots layout needs {8 * cap * cap / 2**30:.1f} GiB for A over {cap} "
+                f"features (max_bytes = {self.max_bytes / 2**30:.1f} GiB): use the pairs "
+                "layout (SparseFTL, losse.layout = 'pairs') for an encoding this large"
+            )
+        used = self.features_seen
+        self._grow_slots(cap)
+        A = np.zeros((cap, cap))
+        A[:used, :used] = self._A[:used, :used]
+        AWt = np.zeros((self._W.shape[1], cap))
+        AWt[:, :used] = self._AWt[:, :used]
+        self._A, self._AWt = A, AWt
+
+    def _run(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, start: int) -> tuple[int, int]:
+        self._reserve(self.features_seen + idx.shape[1])
+        return _slots_update_kernel(
+            idx,
+            val,
+            y,
+            self.eps,
+            self.ridge == "sum",
+            start,
+            self._slot_of,
+            self._feat,
+            self._pos,
+            self._W,
+            self._C,
+            self._A,
+            self._AWt,
+            self._counters,
+        )
+
+    def _rows_csr(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ptr, column slots, values) of the given slots' rows, entries in column order."""
+        rows = self._A[np.asarray(slots, np.int64), : self.features_seen]
+        nonzero = rows != 0.0
+        ptr = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))]).astype(np.int64)
+        return ptr, np.nonzero(nonzero)[1].astype(np.int32), rows[nonzero]
+
+    def state_dict(self) -> dict:
+        # A W as kept (rounding included), so that a reloaded model goes on bit for bit
+        used = self.features_seen
+        return {**super().state_dict(), "AW": self._external(self._AWt[:, :used].T)}
+
+    def _reserve_for(self, state: dict, used: int, ptr: np.ndarray) -> None:
+        self._reserve(used)
+
+    def _load_rows(self, state: dict, ptr: np.ndarray, col: np.ndarray, vals: np.ndarray) -> None:
+        used = self.features_seen
+        self._A[np.repeat(np.arange(used), np.diff(ptr)), col] = vals
+        live = len(self._outputs)
+        if "AW" in state:
+            self._AWt[:live, :used] = np.asarray(state["AW"])[:, self._outputs].T
+        else:  # saved by the pairs layout: A W afresh
+            self._AWt[:live, :used] = (self._A[:used, :used] @ self._W[:used, :live]).T
+
+
+FTL_LAYOUTS = {"pairs": SparseFTL, "slots": SlotsFTL}
 
 
 def _extend(a: np.ndarray, rows: int, fill: float) -> np.ndarray:

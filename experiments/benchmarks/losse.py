@@ -1,7 +1,7 @@
 """Losse sparse FTL benchmark: updates per second and memory, sparse store vs dense A.
 
     python -m experiments.benchmarks.losse [--baseline OLD_LOSSE.py] [--sizes 0,2] [--no-gap]
-        [--minatar GAME]
+        [--minatar GAME | --acrobot]
 
 Runs on one core (BLAS and Numba limited to one thread before NumPy loads); rates are per
 CPU-second of the process (``time.process_time``, growth of the store's memory included), so
@@ -11,13 +11,19 @@ them. Workload: a trajectory-like input stream, as a world model sees it: a 4-D 
 changes, reward, termination), one sample per update. ``--minatar Breakout`` (the ``envs``
 extra) swaps it for a MinAtar game's uniformly random play, as the Dyna agent's model sees it: the
 400 (or more) 0/1 cells scaled to [-1, 1] as inputs, their changes (most cells never change, so
-most targets stay zero), reward and termination as targets. For each (F, B, b) of issue 7:
+most targets stay zero), reward and termination as targets; ``--acrobot`` for the transitions
+with torque -1 of the `losse_forgetting` Acrobot stream (random, then energy pumping), one of
+the three regressors of the Dyna model, inputs scaled as ``dyna_acrobot.toml`` scales them.
+For each (F, B, b) of issue 7:
 
 - sparse: ``SparseFTL`` (Numba, A stored as rows of co-activated pairs); the first ``WARM``
   updates are not timed, then ``UPDATES`` updates are timed in ``WINDOWS`` equal windows so a
   per-update cost growing with the samples seen would show; peak traced memory (tracemalloc,
   which sees NumPy allocations, reallocations included) of building the regressor and running
   all its updates;
+- slots: ``SlotsFTL`` (A dense over the features seen, A W kept), timed the same way on the same
+  stream, where its A fits in 2 GiB and a quarter of the available memory; its speed ratio to
+  the sparse kernel and max |W - W_sparse|;
 - baseline (``--baseline``): the ``SparseFTL`` of another version of ``kernels/losse.py``
   (e.g. ``git show dbd3f6d:kernels/losse.py > /tmp/losse_dbd3f6d.py``), timed the same way on
   the same stream in the same run; the speed ratio and max |W - W_baseline|;
@@ -47,6 +53,7 @@ from experiments.machine import describe  # noqa: E402
 from kernels.losse import (  # noqa: E402
     DenseFTLReference,
     LosseEncoder,
+    SlotsFTL,
     SparseFTL,
     losse_dim,
     ridge_ftl_solution,
@@ -86,6 +93,24 @@ def _minatar_stream(n: int, game: str) -> tuple[np.ndarray, np.ndarray]:
         y.append(np.concatenate([2.0 * (nxt - obs), [reward, float(terminated)]]))
         obs = env.reset()[0] if terminated or truncated else nxt
     return np.array(x), np.array(y)
+
+
+def _acrobot_stream(n: int) -> tuple[np.ndarray, np.ndarray]:
+    import gymnasium as gym
+
+    from agents.world_model import bounds_for, model_targets
+    from experiments.benchmarks.losse_forgetting import stream
+    from experiments.registry import load_config
+
+    config = load_config("experiments/configs/dyna_acrobot.toml")
+    data = stream("acrobot", 3 * n, 2500, 0)  # about a third of the steps push with torque -1
+    space = gym.make(config.env.id).observation_space
+    bounds = bounds_for(space, config.env.obs_low, config.env.obs_high)
+    x, y = model_targets(bounds, *(data[f] for f in ("obs", "reward", "next_obs", "terminated")))
+    rows = np.flatnonzero(data["action"] == 0)[:n]
+    if len(rows) < n:
+        raise SystemExit(f"--acrobot: {len(rows)} transitions with torque -1, {n} wanted")
+    return np.asarray(config.losse.input_scale) * x[rows], y[rows]
 
 
 def _available_bytes() -> int:
@@ -153,7 +178,11 @@ def _time_sparse(cls: type, dim: int, idx: np.ndarray, val: np.ndarray, y: np.nd
 
 
 def _bench(
-    size: tuple[int, int, int], rng: np.random.Generator, baseline: type | None, game: str | None
+    size: tuple[int, int, int],
+    rng: np.random.Generator,
+    baseline: type | None,
+    game: str | None,
+    acrobot: bool,
 ) -> dict:
     F, B, b = size
     n = WARM + UPDATES[size]
@@ -162,8 +191,17 @@ def _bench(
     if game is not None:  # the same draws as without, so the other sizes' streams stay put
         x, y = _minatar_stream(n, game)
         enc = LosseEncoder(x.shape[1], F, B, b, np.random.default_rng(SEED))
+    elif acrobot:
+        x, y = _acrobot_stream(n)
+        enc = LosseEncoder(x.shape[1], F, B, b, np.random.default_rng(SEED))
     idx, val = enc.encode(x)
     out = _time_sparse(SparseFTL, enc.dim, idx, val, y)
+    seen = len(np.unique(idx))
+    out["slots"] = None
+    if 8 * seen**2 <= min(2 * 2**30, _available_bytes() // 4):
+        out["slots"] = _time_sparse(SlotsFTL, enc.dim, idx, val, y)
+        out["slots"]["diff"] = float(np.abs(out["W"] - out["slots"]["W"]).max())
+    out["seen"] = seen
     live = int((y != 0).any(axis=0).sum())
     out.update(d=enc.dim, k=enc.active, dense_bytes=8 * enc.dim**2, dense_rate=None, diff=None)
     out["outputs"] = f"{y.shape[1]} outputs ({live} with a nonzero target)"
@@ -226,8 +264,12 @@ def main() -> None:
         help=f"comma-separated positions in {SIZES} (default: all)",
     )
     parser.add_argument("--no-gap", action="store_true", help="skip the exact-FTL gap table")
-    parser.add_argument(
+    workload = parser.add_mutually_exclusive_group()
+    workload.add_argument(
         "--minatar", metavar="GAME", help="a MinAtar game's random play instead of the random walk"
+    )
+    workload.add_argument(
+        "--acrobot", action="store_true", help="Acrobot transitions instead of the random walk"
     )
     args = parser.parse_args()
     try:
@@ -235,17 +277,17 @@ def main() -> None:
     except (ValueError, IndexError):
         raise SystemExit(f"--sizes {args.sizes!r}: give positions 0-{len(SIZES) - 1}") from None
     baseline = None if args.baseline is None else _load_baseline(args.baseline)
-    stream = (
-        f"{D_IN}-D random-walk inputs, {D_OUT} targets"
-        if args.minatar is None
-        else f"MinAtar {args.minatar} under random play (cells, their changes, reward, end)"
-    )
+    stream = f"{D_IN}-D random-walk inputs, {D_OUT} targets"
+    if args.minatar is not None:
+        stream = f"MinAtar {args.minatar} under random play (cells, their changes, reward, end)"
+    elif args.acrobot:
+        stream = "Acrobot-v1 transitions with torque -1 (state change, reward, end)"
     print(
         f"Losse sparse FTL, one sample per update, {stream}, "
         f"one thread; cpus {os.cpu_count()}; load average "
         + " ".join(f"{v:.2f}" for v in os.getloadavg())
     )
-    classes = [SparseFTL] + ([baseline] if baseline is not None else [])
+    classes = [SparseFTL, SlotsFTL] + ([baseline] if baseline is not None else [])
     print(f"numba compile (or cache load): {_compile_seconds(classes):.2f} s")
     rng = np.random.default_rng(SEED)
     results = {}
@@ -254,13 +296,27 @@ def main() -> None:
             LosseEncoder(D_IN, *size, rng)
             _stream(WARM + UPDATES[size], rng)
             continue
-        r = results[size] = _bench(size, rng, baseline, args.minatar)
-        print(f"\n{size}: d = {r['d']:,}, k = {r['k']}, {r['outputs']}")
+        r = results[size] = _bench(size, rng, baseline, args.minatar, args.acrobot)
+        print(
+            f"\n{size}: d = {r['d']:,}, k = {r['k']}, {r['outputs']}, {r['seen']:,} features seen"
+        )
         print(
             f"{'kernel':>9} {'upd/s':>9} {'per window':>27} {'wall':>6} | "
             f"{'pairs':>11} {'B/pair':>6} {'peak':>10}"
         )
         print(_row("sparse", r))
+        if r["slots"] is None:
+            print(
+                f"{'slots':>9} A over the features seen would need "
+                f"{_mb(8 * r['seen'] ** 2)}: not run"
+            )
+        else:
+            slots = r["slots"]
+            print(_row("slots", slots))
+            print(
+                f"{'':>9} {slots['rate'] / r['rate']:.2f}x the sparse kernel's rate, max |W - "
+                f"W_sparse| {slots['diff']:.1e} (max |W| {np.abs(r['W']).max():.2f})"
+            )
         if r["base"] is not None:
             base = r["base"]
             print(_row("baseline", base))
@@ -282,7 +338,7 @@ def main() -> None:
         "stored pair of A, W and C included)"
     )
     for size, r in results.items():
-        if r["k"] == 200 and args.minatar is None:  # the goal's workload
+        if r["k"] == 200 and args.minatar is None and not args.acrobot:  # the goal's workload
             verdict = "met" if r["rate"] >= GOAL_RATE else "NOT MET"
             print(f"goal {size} k=200: {r['rate']:.0f} updates/s (>= {GOAL_RATE:.0f}): {verdict}")
     if SIZES[-1] in results:

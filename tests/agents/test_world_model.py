@@ -48,10 +48,11 @@ def test_bounds_normalise_clip_and_count():
     assert bounds_for(gym.make("CartPole-v1").observation_space, (-1,) * 4, (1,) * 4).dim == 4
 
 
-def test_losse_model_learns_in_one_pass_and_reloads_identically():
+@pytest.mark.parametrize("layout", ["pairs", "slots"])
+def test_losse_model_learns_in_one_pass_and_reloads_identically(layout):
     data, held = _transitions(3000), _transitions(300, seed=1)
     bounds = ObservationBounds(-np.ones(2), np.ones(2))
-    model = LosseWorldModel(bounds, 2, LosseParams(), np.random.default_rng(0))
+    model = LosseWorldModel(bounds, 2, LosseParams(layout=layout), np.random.default_rng(0))
     model.update(
         data["obs"][:1500],
         data["action"][:1500],
@@ -59,9 +60,13 @@ def test_losse_model_learns_in_one_pass_and_reloads_identically():
         data["next_obs"][:1500],
         data["terminated"][:1500],
     )
-    clone = LosseWorldModel(bounds, 2, LosseParams(), np.random.default_rng(99))
+    clone = LosseWorldModel(bounds, 2, LosseParams(layout=layout), np.random.default_rng(99))
     clone.load_state_dict(pickle.loads(pickle.dumps(model.state_dict())))
-    for m in (model, clone):
+    # a checkpoint of the other layout resumes too (a config that switched layouts)
+    other = LosseParams(layout="slots" if layout == "pairs" else "pairs")
+    switched = LosseWorldModel(bounds, 2, other, np.random.default_rng(7))
+    switched.load_state_dict(pickle.loads(pickle.dumps(model.state_dict())))
+    for m in (model, clone, switched):
         m.update(
             data["obs"][1500:],
             data["action"][1500:],
@@ -77,6 +82,13 @@ def test_losse_model_learns_in_one_pass_and_reloads_identically():
     np.testing.assert_array_equal(
         model.predict(held["obs"], held["action"])[0], clone.predict(held["obs"], held["action"])[0]
     )
+    np.testing.assert_allclose(
+        switched.predict(held["obs"], held["action"])[0],
+        model.predict(held["obs"], held["action"])[0],
+        atol=1e-8,
+    )
+    with pytest.raises(ValueError, match="layout must be"):
+        LosseWorldModel(bounds, 2, LosseParams(layout="dense"), np.random.default_rng(0))
     nxt, reward, term = model.predict(held["obs"], held["action"])
     assert nxt.shape == (300, 2) and reward.shape == (300,) and term.dtype == bool
 

@@ -8,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels.losse import (
+    FTL_LAYOUTS,
     DenseFTLReference,
     LosseEncoder,
+    SlotsFTL,
     SparseFTL,
     encode_reference,
     losse_dim,
@@ -76,6 +78,17 @@ def test_encoder_bad_input():
         LosseEncoder(3, 10_000, 1000, 3)
 
 
+def _ftl(layout: str, dim: int, out_dim: int, block_size=None, blocks=1024, **kw):
+    """A regressor of either layout; the pairs layout's store sizes (``block_size``,
+    ``blocks``: small ones force growth) are ignored by the slots layout."""
+    if layout == "pairs":
+        return SparseFTL(dim, out_dim, block_size=block_size, blocks=blocks, **kw)
+    return SlotsFTL(dim, out_dim, **kw)
+
+
+LAYOUTS = pytest.mark.parametrize("layout", sorted(FTL_LAYOUTS))
+
+
 def _stream(seed: int, n: int, d_in: int = 3, out: int = 2, grids: int = 10, bins: int = 4):
     rng = np.random.default_rng(seed)
     enc = LosseEncoder(d_in, grids, bins, 2, rng)
@@ -85,10 +98,11 @@ def _stream(seed: int, n: int, d_in: int = 3, out: int = 2, grids: int = 10, bin
     return enc, idx, val, y
 
 
+@LAYOUTS
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_sparse_update_matches_dense_reference(seed):
+def test_sparse_update_matches_dense_reference(seed, layout):
     enc, idx, val, y = _stream(seed, 120)
-    sparse = SparseFTL(enc.dim, 2, eps=1e-4, block_size=8, blocks=1)  # forces growth
+    sparse = _ftl(layout, enc.dim, 2, eps=1e-4, block_size=8, blocks=1)  # forces growth
     dense = DenseFTLReference(enc.dim, 2, eps=1e-4)
     sparse.update(idx[:50], val[:50], y[:50])
     for n in range(50):
@@ -104,8 +118,10 @@ def test_sparse_update_matches_dense_reference(seed):
     np.testing.assert_allclose(sparse.predict(idx, val), dense.predict(idx, val), atol=1e-9)
 
 
-@pytest.mark.parametrize("block_size", [None, 24])
-def test_long_rows_and_many_outputs_match_dense_reference(block_size):
+@pytest.mark.parametrize(
+    ("layout", "block_size"), [("pairs", None), ("pairs", 24), ("slots", None)]
+)
+def test_long_rows_and_many_outputs_match_dense_reference(layout, block_size):
     """Inputs spread over the whole space, so most features end up co-activated: rows many
     times longer than k, chained over several blocks; 11 outputs take two LANES groups."""
     rng = np.random.default_rng(7)
@@ -113,13 +129,14 @@ def test_long_rows_and_many_outputs_match_dense_reference(block_size):
     x = rng.uniform(-3, 3, (300, 3))
     y = np.column_stack([np.sin(x @ rng.normal(size=3) + c) for c in range(11)])
     idx, val = enc.encode(x)
-    sparse = SparseFTL(enc.dim, 11, eps=1e-4, block_size=block_size, blocks=1)
+    sparse = _ftl(layout, enc.dim, 11, eps=1e-4, block_size=block_size, blocks=1)
     dense = DenseFTLReference(enc.dim, 11, eps=1e-4)
     sparse.update(idx, val, y)
     for n in range(len(idx)):
         dense.update(idx[n], val[n], y[n])
     row_lengths = np.count_nonzero(dense.A, axis=1)
-    assert row_lengths.max() > 5 * enc.active and sparse.block_size == (block_size or 64)
+    assert row_lengths.max() > 5 * enc.active
+    assert layout == "slots" or sparse.block_size == (block_size or 64)
     np.testing.assert_allclose(sparse.W, dense.W, atol=1e-9 * np.abs(dense.W).max())
     np.testing.assert_array_equal(sparse.dense_rows(np.arange(enc.dim)), dense.A)
     assert sparse.pairs == np.count_nonzero(dense.A)
@@ -127,7 +144,8 @@ def test_long_rows_and_many_outputs_match_dense_reference(block_size):
     np.testing.assert_allclose(sparse.predict(idx, val), dense.predict(idx, val), atol=1e-9)
 
 
-def test_outputs_with_only_zero_targets_so_far_are_skipped_bit_for_bit():
+@LAYOUTS
+def test_outputs_with_only_zero_targets_so_far_are_skipped_bit_for_bit(layout):
     """Like a MinAtar grid: some outputs never change (targets all 0), some start changing
     late; 11 outputs span two LANES groups, one of them all zero. Skipping the zero ones
     gives exactly the update with every output live from the start."""
@@ -139,8 +157,8 @@ def test_outputs_with_only_zero_targets_so_far_are_skipped_bit_for_bit():
     y[:120, 6] = 0.0  # live from sample 120
     y[:40, 2] = 0.0  # live from sample 40: internal order 0, 3, 5, 7, 2, 6
     idx, val = enc.encode(x)
-    skipping = SparseFTL(enc.dim, 11, eps=1e-4, blocks=1)
-    full = SparseFTL(enc.dim, 11, eps=1e-4, blocks=1)
+    skipping = _ftl(layout, enc.dim, 11, eps=1e-4, blocks=1)
+    full = _ftl(layout, enc.dim, 11, eps=1e-4, blocks=1)
     full._set_outputs(np.arange(11))  # every output live: the update without skipping
     skipping.update(idx[:30], val[:30], y[:30])  # a batch: outputs live from any of its rows
     np.testing.assert_array_equal(skipping.live_outputs, [0, 3, 5, 7])
@@ -155,11 +173,12 @@ def test_outputs_with_only_zero_targets_so_far_are_skipped_bit_for_bit():
     assert not pred[:, [1, 4, 8, 9, 10]].any() and pred[:, 6].any()
     # a reload keeps the order; a checkpoint saved before outputs were tracked loads as all
     # live (the update it was made with) and goes on identically
-    clone = SparseFTL.from_state_dict(pickle.loads(pickle.dumps(skipping.state_dict())))
+    cls = FTL_LAYOUTS[layout]
+    clone = cls.from_state_dict(pickle.loads(pickle.dumps(skipping.state_dict())))
     np.testing.assert_array_equal(clone.live_outputs, skipping.live_outputs)
     old_state = full.state_dict()
     del old_state["live_outputs"]
-    old = SparseFTL.from_state_dict(old_state)
+    old = cls.from_state_dict(old_state)
     for model in (skipping, clone, full, old):
         model.update(idx[:50], val[:50], y[::-1][:50])
     np.testing.assert_array_equal(clone.W, skipping.W)
@@ -203,11 +222,13 @@ def test_passes_converge_to_the_exact_ridge_solution():
     assert all(a > b for a, b in zip(gaps, gaps[1:], strict=False))
 
 
-def test_save_and_reload_gives_identical_results():
+@LAYOUTS
+def test_save_and_reload_gives_identical_results(layout):
     enc, idx, val, y = _stream(5, 200)
-    model = SparseFTL(enc.dim, 2, block_size=16, blocks=2)
+    model = _ftl(layout, enc.dim, 2, block_size=16, blocks=2)
     model.update(idx[:100], val[:100], y[:100])
-    clone = SparseFTL.from_state_dict(pickle.loads(pickle.dumps(model.state_dict())))
+    cls = FTL_LAYOUTS[layout]
+    clone = cls.from_state_dict(pickle.loads(pickle.dumps(model.state_dict())))
     enc2 = LosseEncoder.from_state_dict(pickle.loads(pickle.dumps(enc.state_dict())))
     np.testing.assert_array_equal(enc2.encode(np.ones((2, 3)))[1], enc.encode(np.ones((2, 3)))[1])
     model.update(idx[100:], val[100:], y[100:])
@@ -216,25 +237,27 @@ def test_save_and_reload_gives_identical_results():
     np.testing.assert_array_equal(model.predict(idx, val), clone.predict(idx, val))
     assert (model.t, model.pairs, model.nbytes) == (clone.t, clone.pairs, clone.nbytes)
     # saved before any update (no block size chosen yet): learns like a fresh model
-    fresh = SparseFTL.from_state_dict(SparseFTL(enc.dim, 2).state_dict())
+    fresh = cls.from_state_dict(_ftl(layout, enc.dim, 2).state_dict())
     fresh.update(idx, val, y)
-    reference = SparseFTL(enc.dim, 2)
+    reference = _ftl(layout, enc.dim, 2)
     reference.update(idx, val, y)
     np.testing.assert_array_equal(fresh.W, reference.W)
 
 
-def test_ill_conditioned_and_failed_solves_are_counted():
+@LAYOUTS
+def test_ill_conditioned_and_failed_solves_are_counted(layout):
     enc, idx, val, y = _stream(0, 5)
-    tiny = SparseFTL(enc.dim, 2, eps=1e-14)  # rank-1 block + 1e-14 I: solvable, badly conditioned
+    tiny = _ftl(layout, enc.dim, 2, eps=1e-14)  # rank-1 block + 1e-14 I: solvable, ill-conditioned
     tiny.update(idx, val, y)
     assert tiny.ill_conditioned >= 1 and np.isfinite(tiny.W).all()
-    broken = SparseFTL(enc.dim, 2, eps=1e-300)  # eps below rounding: Cholesky fails
+    broken = _ftl(layout, enc.dim, 2, eps=1e-300)  # eps below rounding: Cholesky fails
     broken.update(idx, val, y)
     assert broken.failed_solves >= 1 and broken.t == 5 and np.isfinite(broken.W).all()
 
 
-def test_sparse_update_bad_input():
-    model = SparseFTL(10, 1)
+@LAYOUTS
+def test_sparse_update_bad_input(layout):
+    model = _ftl(layout, 10, 1)
     with pytest.raises(ValueError, match="repeats a feature index"):
         model.update(np.array([1, 1]), np.array([0.5, 0.5]), np.array([1.0]))
     assert model.t == 0  # the rejected sample left no trace
@@ -245,14 +268,15 @@ def test_sparse_update_bad_input():
     with pytest.raises(ValueError, match="targets must have shape"):
         model.update(np.array([1, 2]), np.array([0.5, 0.5]), np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="eps"):
-        SparseFTL(10, 1, eps=0.0)
+        _ftl(layout, 10, 1, eps=0.0)
     model.update(np.array([1, 2]), np.array([0.5, 0.5]), np.array([1.0]))
     assert model.t == 1
 
 
-def test_sum_ridge_matches_its_references_and_survives_reload():
+@LAYOUTS
+def test_sum_ridge_matches_its_references_and_survives_reload(layout):
     enc, idx, val, y = _stream(3, 150)
-    sparse = SparseFTL(enc.dim, 2, eps=1e-3, ridge="sum", block_size=8, blocks=1)
+    sparse = _ftl(layout, enc.dim, 2, eps=1e-3, ridge="sum", block_size=8, blocks=1)
     dense = DenseFTLReference(enc.dim, 2, eps=1e-3, ridge="sum")
     sparse.update(idx[:80], val[:80], y[:80])
     for n in range(80):
@@ -263,16 +287,17 @@ def test_sum_ridge_matches_its_references_and_survives_reload():
         ridge_ftl_solution(idx, val, y, enc.dim, 1e-3, ridge="sum"),
         ridge_ftl_solution(idx, val, y, enc.dim, 1e-3 / len(idx)),
     )
-    clone = SparseFTL.from_state_dict(pickle.loads(pickle.dumps(sparse.state_dict())))
+    cls = FTL_LAYOUTS[layout]
+    clone = cls.from_state_dict(pickle.loads(pickle.dumps(sparse.state_dict())))
     assert clone.ridge == "sum"
     sparse.update(idx[80:], val[80:], y[80:])
     clone.update(idx[80:], val[80:], y[80:])
     np.testing.assert_array_equal(sparse.W, clone.W)
     old = sparse.state_dict()
     del old["ridge"]  # saved before the option existed: the original's objective
-    assert SparseFTL.from_state_dict(old).ridge == "mean"
+    assert cls.from_state_dict(old).ridge == "mean"
     with pytest.raises(ValueError, match="ridge must be"):
-        SparseFTL(enc.dim, 2, ridge="l2")
+        _ftl(layout, enc.dim, 2, ridge="l2")
 
 
 def test_the_mean_ridge_keeps_shrinking_early_data_after_a_shift():
@@ -299,3 +324,38 @@ def test_the_mean_ridge_keeps_shrinking_early_data_after_a_shift():
     assert mean[0] == pytest.approx(summed[0], rel=0.05)
     assert mean[-1] > 4 * summed[-1]
     assert mean[-1] / mean[1] > 1.5 * summed[-1] / summed[1]
+
+
+def test_the_layouts_agree_and_a_checkpoint_of_one_resumes_in_the_other():
+    """Slots against pairs on a long stream (rows far longer than k): the same weights up to
+    rounding, the same A and pair count; a state saved by either layout goes on in the other
+    as the saving layout goes on."""
+    enc, idx, val, y = _stream(11, 600, grids=12, bins=5)
+    pairs, slots = SparseFTL(enc.dim, 2, eps=1e-4, ridge="sum"), SlotsFTL(enc.dim, 2, 1e-4, "sum")
+    for model in (pairs, slots):
+        model.update(idx[:300], val[:300], y[:300])
+    scale = np.abs(pairs.W).max()
+    np.testing.assert_allclose(slots.W, pairs.W, atol=1e-9 * scale)
+    np.testing.assert_allclose(
+        slots.dense_rows(np.arange(enc.dim)), pairs.dense_rows(np.arange(enc.dim))
+    )
+    assert slots.pairs == pairs.pairs and slots.features_seen == pairs.features_seen
+    as_slots = SlotsFTL.from_state_dict(pairs.state_dict())
+    as_pairs = SparseFTL.from_state_dict(slots.state_dict())
+    for model in (pairs, slots, as_slots, as_pairs):
+        model.update(idx[300:], val[300:], y[300:])
+    for a, b in ((as_slots, pairs), (as_pairs, slots), (slots, pairs)):
+        np.testing.assert_allclose(a.W, b.W, atol=1e-9 * scale)
+        assert a.t == b.t == 600 and a.pairs == b.pairs
+
+
+def test_the_slots_layout_refuses_to_outgrow_its_memory_limit():
+    enc, idx, val, y = _stream(2, 50)
+    model = SlotsFTL(enc.dim, 2, max_bytes=8 * 60 * 60)  # room for 60 of the features
+    with pytest.raises(MemoryError, match="pairs layout"):
+        model.update(idx, val, y)
+    # it stopped between samples, with the ones it learned intact
+    assert 0 < model.t < 50 and model.features_seen <= 60
+    learned = SlotsFTL(enc.dim, 2)
+    learned.update(idx[: model.t], val[: model.t], y[: model.t])
+    np.testing.assert_array_equal(model.W, learned.W)
