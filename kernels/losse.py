@@ -33,10 +33,22 @@ their columns of C are zero, hence so are their weights, and every output's arit
 so the result is bit for bit the full update's (a MinAtar grid's cells that never change, most of
 Breakout's, cost nothing).
 
+`SlotsFTL` is the other layout, for small encodings: A dense over the features seen so far
+(slots x slots), and A W kept up to date after each solve (axpys along the active rows, A being
+symmetric), so the rhs needs no row scan at all: (A W)[S] minus the old S x S block times W[S].
+An update costs O(k^2 + k * features seen + k^3) in contiguous loops that vectorise; memory is 8
+bytes per entry of the seen x seen square whatever the pairs. Where the active rows are mostly
+full, as on the Dyna configs' d = 2450 (Acrobot: rows half to four fifths full), it runs 1.6-1.8x
+as fast for 1.6-2.5x the memory; at d = 10^6 it would not fit, and its growth stops with an error
+past ``max_bytes``. The two layouts give the same regression up to rounding and share one
+checkpoint format (A as CSR rows over slots), so a state saved by one resumes in the other.
+
 - ``encode_reference`` / ``DenseFTLReference`` / ``ridge_ftl_solution``: plain NumPy references
   (dense A, exactly the formula above; the exact ridge solution) that the tests compare against.
 - ``LosseEncoder``: the encoder, usable as a general sparse feature encoder.
-- ``SparseFTL``: the regressor on the block-row store.
+- ``SparseFTL``: the regressor on the block-row store (memory grows with the pairs, any d).
+- ``SlotsFTL``: the regressor on the dense-over-slots store; ``FTL_LAYOUTS`` maps "pairs" and
+  "slots" to the two.
 """
 
 from __future__ import annotations
@@ -362,6 +374,27 @@ def _cholesky_solve(G, k, out):
 
 
 @njit(cache=True)
+def _solve_block(G, k, t, eps, ridge_sum, X, counters):
+    """The block system of one sample: G holds A[S, S] (read from its upper triangle) and the
+    rhs already divided by t; divides the block by t, adds the ridge, solves into X and counts
+    an ill-conditioned solve. False
+    when the factorisation fails (counted): the sample stays recorded in A and C, and its
+    rows of W are solved at their next visit."""
+    for m in range(k):
+        row = G[m, m:k]
+        for p in range(k - m):
+            row[p] /= t
+        G[m, m] += eps / t if ridge_sum else eps
+    ratio = _cholesky_solve(G, k, X)
+    if ratio > 0.0:
+        if ratio * ratio > ILL_CONDITIONED:
+            counters[_ILL] += 1
+        return True
+    counters[_FAILED] += 1
+    return False
+
+
+@njit(cache=True)
 def _map_slots(idx, slot_of, feat, pos, slots, counters):
     """Slots of one sample's features (first seen, first numbered) into ``slots``, each marked
     with its place in the sample (pos[slot] = m). False, with no trace left (no new slot, no
@@ -518,21 +551,10 @@ def _ftl_update_kernel(
                 counters[_PAIRS] += k - found
             for o in range(out_dim):
                 G[m, k + o] = (C[r, o] - acc[o]) / t
-        for m in range(k):
-            row = G[m, m:k]
-            for p in range(k - m):
-                row[p] /= t
-            G[m, m] += eps / t if ridge_sum else eps
-        ratio = _cholesky_solve(G, k, X)
-        if ratio > 0.0:
-            if ratio * ratio > ILL_CONDITIONED:
-                counters[_ILL] += 1
+        if _solve_block(G, k, t, eps, ridge_sum, X, counters):
             for m in range(k):
                 for o in range(out_dim):
                     W[slots[m], o] = X[m, o]
-        else:
-            # The sample stays recorded in A and C; its rows of W are solved at their next visit.
-            counters[_FAILED] += 1
         for m in range(k):
             pos[slots[m]] = -1
     return n, -1
@@ -607,21 +629,12 @@ def _slots_update_kernel(
                 row[slots[p]] = a
             for o in range(out_dim):
                 G[m, k + o] = (C[r, o] - offT[o, m]) / t
-        for m in range(k):
-            grow = G[m, m:k]
-            for p in range(k - m):
-                grow[p] /= t
-            G[m, m] += eps / t if ridge_sum else eps
-        ratio = _cholesky_solve(G, k, X)
-        if ratio > 0.0:
-            if ratio * ratio > ILL_CONDITIONED:
-                counters[_ILL] += 1
+        if _solve_block(G, k, t, eps, ridge_sum, X, counters):
             for m in range(k):
                 for o in range(out_dim):
                     dW[m, o] = X[m, o] - WS[m, o]
                     W[slots[m], o] = X[m, o]
         else:
-            counters[_FAILED] += 1
             dW[:] = 0.0
         for m in range(k):
             for o in range(out_dim):
@@ -1107,9 +1120,10 @@ class SlotsFTL(_SlotFTL):
 
     An update then costs O(k^2 + k * features seen + k^3) in contiguous, vectorised loops, no
     row scan: on the Dyna configs' encodings (d = 2450 per action, about 1 450 features seen
-    on Acrobot, whose rows are 78 % full of pairs anyway) about twice as fast as `SparseFTL`
-    (BENCHMARKS.md). Memory is 8 bytes per entry of the seen x seen square, whatever the pairs:
-    at most 8 d^2 bytes (48 MB at d = 2450), so it is for small encodings; growing past
+    on Acrobot, rows half to four fifths full of pairs anyway) 1.6-1.8x as fast as `SparseFTL`
+    (BENCHMARKS.md). Memory is 8 bytes per entry of the seen x seen square, whatever the pairs
+    (1.6-2.5x the pairs layout's there, as capacity grows by half at a time): at most 8 d^2
+    bytes (48 MB at d = 2450), so it is for small encodings; growing past
     ``max_bytes`` (default 2 GiB) is an error that names the pairs layout. Results equal
     `SparseFTL`'s up to rounding (the sums run in another order)."""
 
