@@ -6,9 +6,11 @@
 Runs on one core (BLAS and Numba limited to one thread before NumPy loads); rates are per
 CPU-second of the process (``time.process_time``, growth of the store's memory included), so
 a shared machine slows the wall clock but not the figure, and per wall-clock second beside
-them. Workload: a trajectory-like input stream, as a world model sees it: a 4-D random walk
-(steps N(0, 0.05) per axis, clipped to [-1, 1], times 2 before encoding) and 6 targets (4 state
-changes, reward, termination), one sample per update. ``--minatar Breakout`` (the ``envs``
+them, with the share of that CPU time spent in the operating system and the page faults per
+update (on a virtual machine, first touches of the store's new pages can cost a fifth of the
+time at d ~ 10^6). Workload: a trajectory-like input stream, as a world model sees it: a 4-D
+random walk (steps N(0, 0.05) per axis, clipped to [-1, 1], times 2 before encoding) and 6 targets
+(4 state changes, reward, termination), one sample per update. ``--minatar Breakout`` (the ``envs``
 extra) swaps it for a MinAtar game's uniformly random play, as the Dyna agent's model sees it: the
 400 (or more) 0/1 cells scaled to [-1, 1] as inputs, their changes (most cells never change, so
 most targets stay zero), reward and termination as targets; ``--acrobot`` for the transitions
@@ -42,6 +44,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
+import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
@@ -158,6 +161,7 @@ def _time_sparse(cls: type, dim: int, idx: np.ndarray, val: np.ndarray, y: np.nd
     model.update(idx[:WARM], val[:WARM], y[:WARM])
     rates, seconds, wall = [], 0.0, 0.0
     bounds = np.linspace(WARM, n, WINDOWS + 1).astype(int)
+    use0 = resource.getrusage(resource.RUSAGE_SELF)
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         t0, c0 = time.perf_counter(), time.process_time()
         model.update(idx[lo:hi], val[lo:hi], y[lo:hi])
@@ -165,12 +169,16 @@ def _time_sparse(cls: type, dim: int, idx: np.ndarray, val: np.ndarray, y: np.nd
         wall += time.perf_counter() - t0
         seconds += elapsed
         rates.append((hi - lo) / elapsed)
+    use1 = resource.getrusage(resource.RUSAGE_SELF)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    system = use1.ru_stime - use0.ru_stime
     return {
         "rates": rates,
         "rate": (n - WARM) / seconds,
         "wall_rate": (n - WARM) / wall,
+        "sys": system / max(system + use1.ru_utime - use0.ru_utime, 1e-9),
+        "faults": (use1.ru_minflt - use0.ru_minflt) / (n - WARM),
         "pairs": model.pairs,
         "peak": peak,
         "W": np.asarray(model.W),
@@ -248,7 +256,8 @@ def _mb(nbytes: float) -> str:
 def _row(label: str, r: dict) -> str:
     windows = " ".join(f"{v:6.0f}" for v in r["rates"])
     return (
-        f"{label:>9} {r['rate']:>9.0f} {windows:>27} {r['wall_rate']:>6.0f} | "
+        f"{label:>9} {r['rate']:>9.0f} {windows:>27} {r['wall_rate']:>6.0f} "
+        f"{r['sys']:>5.0%} {r['faults']:>7.1f} | "
         f"{r['pairs']:>11,} {r['peak'] / max(r['pairs'], 1):>6.1f} {_mb(r['peak']):>10}"
     )
 
@@ -301,7 +310,8 @@ def main() -> None:
             f"\n{size}: d = {r['d']:,}, k = {r['k']}, {r['outputs']}, {r['seen']:,} features seen"
         )
         print(
-            f"{'kernel':>9} {'upd/s':>9} {'per window':>27} {'wall':>6} | "
+            f"{'kernel':>9} {'upd/s':>9} {'per window':>27} {'wall':>6} {'sys':>5} "
+            f"{'faults':>7} | "
             f"{'pairs':>11} {'B/pair':>6} {'peak':>10}"
         )
         print(_row("sparse", r))
@@ -334,8 +344,10 @@ def main() -> None:
             )
     print(
         "\n(updates/s per CPU-second of this single-threaded process, i.e. on one core even when "
-        "the machine is shared; 'wall': per wall-clock second. B/pair: peak traced bytes per "
-        "stored pair of A, W and C included)"
+        "the machine is shared; 'wall': per wall-clock second. sys: the share of that CPU time "
+        "spent in the operating system, mostly mapping the store's new pages on first touch; "
+        "faults: minor page faults per update. B/pair: peak traced bytes per stored pair of A, W "
+        "and C included)"
     )
     for size, r in results.items():
         if r["k"] == 200 and args.minatar is None and not args.acrobot:  # the goal's workload
