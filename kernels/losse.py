@@ -891,6 +891,11 @@ class _SlotFTL:
         """Room for one more sample, then the layout's kernel from sample ``start``."""
         raise NotImplementedError
 
+    def _kernel_args(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, start: int) -> tuple:
+        """The arguments both layouts' update kernels start with; their stores follow."""
+        ridge_sum = self.ridge == "sum"
+        return (idx, val, y, self.eps, ridge_sum, start, self._slot_of, self._feat, self._pos)
+
     def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         """(n, k) indices and values -> (n, out_dim) predictions sum_j v_j W[j]."""
         idx, val = self._check(idx, val)
@@ -1046,15 +1051,7 @@ class SparseFTL(_SlotFTL):
         worst = k * -(-k // self.block_size)
         self._reserve(self.features_seen + k, int(self._counters[_BLOCKS]) + worst)
         return _ftl_update_kernel(
-            idx,
-            val,
-            y,
-            self.eps,
-            self.ridge == "sum",
-            start,
-            self._slot_of,
-            self._feat,
-            self._pos,
+            *self._kernel_args(idx, val, y, start),
             self._W,
             self._C,
             self._row_head,
@@ -1169,15 +1166,7 @@ class SlotsFTL(_SlotFTL):
     def _run(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, start: int) -> tuple[int, int]:
         self._reserve(self.features_seen + idx.shape[1])
         return _slots_update_kernel(
-            idx,
-            val,
-            y,
-            self.eps,
-            self.ridge == "sum",
-            start,
-            self._slot_of,
-            self._feat,
-            self._pos,
+            *self._kernel_args(idx, val, y, start),
             self._W,
             self._C,
             self._A,
