@@ -615,10 +615,21 @@ def _slots_update_kernel(
         for o in range(out_dim):
             for m in range(k):
                 offT[o, m] = AWt[o, slots[m]]
-        for p in range(k):  # the old block is symmetric: its row p is its column p
-            gp = G[p, :k]
+        # the old block is symmetric: its row p is its column p; rows two per pass, each entry
+        # subtracting both before it is stored (as in `_cholesky_solve`)
+        for p in range(0, k - 1, 2):
+            ga = G[p, :k]
+            gb = G[p + 1, :k]
             for o in range(out_dim):
-                w = WS[p, o]
+                wa = WS[p, o]
+                wb = WS[p + 1, o]
+                of = offT[o]
+                for m in range(k):
+                    of[m] = (of[m] - wa * ga[m]) - wb * gb[m]
+        if k % 2:
+            gp = G[k - 1, :k]
+            for o in range(out_dim):
+                w = WS[k - 1, o]
                 of = offT[o]
                 for m in range(k):
                     of[m] -= w * gp[m]
