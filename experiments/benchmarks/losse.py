@@ -26,7 +26,8 @@ For each (F, B, b) of issue 7:
 - slots: ``SlotsFTL`` (A dense over the features seen, A W kept), timed the same way on the same
   stream, where its A fits in 2 GiB and a quarter of the available memory; its speed ratio to
   the sparse kernel and max |W - W_sparse|;
-- baseline (``--baseline``): the ``SparseFTL`` of another version of ``kernels/losse.py``
+- baseline (``--baseline``): the ``SparseFTL`` (and ``SlotsFTL``, where it has one, as
+  "slots base") of another version of ``kernels/losse.py``
   (e.g. ``git show dbd3f6d:kernels/losse.py > /tmp/losse_dbd3f6d.py``), timed the same way on
   the same stream in the same run; the speed ratio and max |W - W_baseline|;
 - dense: ``DenseFTLReference`` (plain NumPy, dense d x d A, the gist's formula) on the same
@@ -127,8 +128,9 @@ def _available_bytes() -> int:
     return 4 * 1024**3
 
 
-def _load_baseline(path: str) -> type:
-    """The SparseFTL class of another version of kernels/losse.py (a file path)."""
+def _load_baseline(path: str) -> dict[str, type | None]:
+    """The regressor classes of another version of kernels/losse.py (a file path), by layout
+    ("slots": None where that version has no SlotsFTL)."""
     file = Path(path)
     if not file.is_file():
         raise SystemExit(f"--baseline {path}: no such file")
@@ -139,7 +141,7 @@ def _load_baseline(path: str) -> type:
     spec.loader.exec_module(module)
     if not hasattr(module, "SparseFTL"):
         raise SystemExit(f"--baseline {path}: the module defines no SparseFTL")
-    return module.SparseFTL
+    return {"sparse": module.SparseFTL, "slots": getattr(module, "SlotsFTL", None)}
 
 
 def _compile_seconds(classes: list[type]) -> float:
@@ -188,7 +190,7 @@ def _time_sparse(cls: type, dim: int, idx: np.ndarray, val: np.ndarray, y: np.nd
 def _bench(
     size: tuple[int, int, int],
     rng: np.random.Generator,
-    baseline: type | None,
+    baseline: dict[str, type | None] | None,
     game: str | None,
     acrobot: bool,
 ) -> dict:
@@ -209,11 +211,17 @@ def _bench(
     if 8 * seen**2 <= min(2 * 2**30, _available_bytes() // 4):
         out["slots"] = _time_sparse(SlotsFTL, enc.dim, idx, val, y)
         out["slots"]["diff"] = float(np.abs(out["W"] - out["slots"]["W"]).max())
+        out["slots"]["base"] = None
+        if baseline is not None and baseline["slots"] is not None:
+            base = out["slots"]["base"] = _time_sparse(baseline["slots"], enc.dim, idx, val, y)
+            base["diff"] = float(np.abs(out["slots"]["W"] - base["W"]).max())
     out["seen"] = seen
     live = int((y != 0).any(axis=0).sum())
     out.update(d=enc.dim, k=enc.active, dense_bytes=8 * enc.dim**2, dense_rate=None, diff=None)
     out["outputs"] = f"{y.shape[1]} outputs ({live} with a nonzero target)"
-    out["base"] = None if baseline is None else _time_sparse(baseline, enc.dim, idx, val, y)
+    out["base"] = None
+    if baseline is not None:
+        out["base"] = _time_sparse(baseline["sparse"], enc.dim, idx, val, y)
     if out["base"] is not None:
         out["base"]["diff"] = float(np.abs(out["W"] - out["base"]["W"]).max())
     if out["dense_bytes"] <= _available_bytes() // 4:
@@ -256,9 +264,19 @@ def _mb(nbytes: float) -> str:
 def _row(label: str, r: dict) -> str:
     windows = " ".join(f"{v:6.0f}" for v in r["rates"])
     return (
-        f"{label:>9} {r['rate']:>9.0f} {windows:>27} {r['wall_rate']:>6.0f} "
+        f"{label:>10} {r['rate']:>9.0f} {windows:>27} {r['wall_rate']:>6.0f} "
         f"{r['sys']:>5.0%} {r['faults']:>7.1f} | "
         f"{r['pairs']:>11,} {r['peak'] / max(r['pairs'], 1):>6.1f} {_mb(r['peak']):>10}"
+    )
+
+
+def _against_baseline(label: str, r: dict) -> str:
+    """The baseline's row for one layout and how this version compares with it."""
+    base = r["base"]
+    return (
+        f"{_row(label, base)}\n{'':>10} speed-up {r['rate'] / base['rate']:.2f}x, memory "
+        f"{r['peak'] / base['peak']:.2f}x, max |W - W_baseline| {base['diff']:.1e} "
+        f"(max |W| {np.abs(r['W']).max():.2f})"
     )
 
 
@@ -296,7 +314,9 @@ def main() -> None:
         f"one thread; cpus {os.cpu_count()}; load average "
         + " ".join(f"{v:.2f}" for v in os.getloadavg())
     )
-    classes = [SparseFTL, SlotsFTL] + ([baseline] if baseline is not None else [])
+    classes = [SparseFTL, SlotsFTL]
+    if baseline is not None:
+        classes += [cls for cls in baseline.values() if cls is not None]
     print(f"numba compile (or cache load): {_compile_seconds(classes):.2f} s")
     rng = np.random.default_rng(SEED)
     results = {}
@@ -310,36 +330,32 @@ def main() -> None:
             f"\n{size}: d = {r['d']:,}, k = {r['k']}, {r['outputs']}, {r['seen']:,} features seen"
         )
         print(
-            f"{'kernel':>9} {'upd/s':>9} {'per window':>27} {'wall':>6} {'sys':>5} "
+            f"{'kernel':>10} {'upd/s':>9} {'per window':>27} {'wall':>6} {'sys':>5} "
             f"{'faults':>7} | "
             f"{'pairs':>11} {'B/pair':>6} {'peak':>10}"
         )
         print(_row("sparse", r))
         if r["slots"] is None:
             print(
-                f"{'slots':>9} A over the features seen would need "
+                f"{'slots':>10} A over the features seen would need "
                 f"{_mb(8 * r['seen'] ** 2)}: not run"
             )
         else:
             slots = r["slots"]
             print(_row("slots", slots))
             print(
-                f"{'':>9} {slots['rate'] / r['rate']:.2f}x the sparse kernel's rate, max |W - "
+                f"{'':>10} {slots['rate'] / r['rate']:.2f}x the sparse kernel's rate, max |W - "
                 f"W_sparse| {slots['diff']:.1e} (max |W| {np.abs(r['W']).max():.2f})"
             )
+            if slots["base"] is not None:
+                print(_against_baseline("slots base", slots))
         if r["base"] is not None:
-            base = r["base"]
-            print(_row("baseline", base))
-            print(
-                f"{'':>9} speed-up {r['rate'] / base['rate']:.2f}x, memory "
-                f"{r['peak'] / base['peak']:.2f}x, max |W - W_baseline| {base['diff']:.1e} "
-                f"(max |W| {np.abs(r['W']).max():.2f})"
-            )
+            print(_against_baseline("baseline", r))
         if r["dense_rate"] is None:
-            print(f"{'dense':>9} A would need {_mb(r['dense_bytes'])}: not run")
+            print(f"{'dense':>10} A would need {_mb(r['dense_bytes'])}: not run")
         else:
             print(
-                f"{'dense':>9} {r['dense_rate']:>9.1f} (A {_mb(r['dense_bytes'])}); sparse is "
+                f"{'dense':>10} {r['dense_rate']:>9.1f} (A {_mb(r['dense_bytes'])}); sparse is "
                 f"{r['rate'] / r['dense_rate']:.1f}x faster, max |W - W_dense| {r['diff']:.1e}"
             )
     print(
