@@ -221,9 +221,8 @@ def _bench(
     out["outputs"] = f"{y.shape[1]} outputs ({live} with a nonzero target)"
     out["base"] = None
     if baseline is not None:
-        out["base"] = _time_sparse(baseline["sparse"], enc.dim, idx, val, y)
-    if out["base"] is not None:
-        out["base"]["diff"] = float(np.abs(out["W"] - out["base"]["W"]).max())
+        base = out["base"] = _time_sparse(baseline["sparse"], enc.dim, idx, val, y)
+        base["diff"] = float(np.abs(out["W"] - base["W"]).max())
     if out["dense_bytes"] <= _available_bytes() // 4:
         m = min(DENSE_UPDATES, n)
         dense = DenseFTLReference(enc.dim, y.shape[1])
