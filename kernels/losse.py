@@ -591,7 +591,9 @@ def _slots_update_kernel(
     dW = np.empty((k, out_dim))
     phiw = np.empty(out_dim)
     for s in range(start, n):
-        if feat.shape[0] - counters[_SLOTS] < k:
+        # room for the new features of one more sample: k, or all the unseen ones if fewer
+        # (capacity stops at dim)
+        if feat.shape[0] - counters[_SLOTS] < min(k, slot_of.shape[0] - counters[_SLOTS]):
             return s, -1
         if not _map_slots(idx[s], slot_of, feat, pos, slots, counters):
             return s, s
@@ -1162,7 +1164,7 @@ class SlotsFTL(_SlotFTL):
     def _reserve(self, slots: int) -> None:
         """Room for at least `slots` slots (by half again, up to dim)."""
         cap = self._feat.shape[0]
-        if cap >= slots:
+        if cap >= min(slots, self.dim):
             return
         most = math.isqrt(self.max_bytes // 8)
         cap = min(self.dim, max(min(max(cap + cap // 2, 256), most), slots))

@@ -141,6 +141,26 @@ def test_sparse_update_matches_dense_reference(seed, layout):
     np.testing.assert_allclose(sparse.predict(idx, val), dense.predict(idx, val), atol=1e-9)
 
 
+@LAYOUTS
+@pytest.mark.parametrize("k", [1, 3, 5, 7])
+def test_odd_numbers_of_active_features_match_dense_reference(layout, k):
+    """Any sparse encoding, not only Losse's (whose k = F 2^b is even): k active features
+    drawn at random out of 40, so the kernels' loops over pairs of rows end on one left over,
+    and all 40 get seen: the slots layout's capacity stops at d (it used to wait there for
+    room that could never come)."""
+    rng = np.random.default_rng(k)
+    idx = np.stack([rng.choice(40, k, replace=False) for _ in range(150)])
+    val = rng.uniform(0.1, 1.0, idx.shape)
+    y = rng.normal(size=(150, 3))
+    sparse = _ftl(layout, 40, 3, eps=1e-3)
+    dense = DenseFTLReference(40, 3, eps=1e-3)
+    sparse.update(idx, val, y)
+    for n in range(len(idx)):
+        dense.update(idx[n], val[n], y[n])
+    np.testing.assert_allclose(sparse.W, dense.W, atol=1e-9 * np.abs(dense.W).max())
+    np.testing.assert_array_equal(sparse.dense_rows(np.arange(40)), dense.A)
+
+
 @pytest.mark.parametrize(
     ("layout", "block_size"), [("pairs", None), ("pairs", 24), ("slots", None)]
 )
