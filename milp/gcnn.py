@@ -103,7 +103,8 @@ class GraphBatch:
         """Stack graphs with ``variable_features``, ``row_features``, ``edge_indices`` and
         ``edge_values`` (a `NodeBipartiteObs` or an `ExpertSample`); ``candidates`` are
         prob-indices per graph, ``choices`` (optional) the prob-index the expert chose.
-        NaN features (no incumbent yet) become 0."""
+        NaN features (no incumbent yet) become 0; a candidate or edge outside its graph is a
+        ValueError naming the graph."""
         if len(graphs) == 0:
             raise ValueError("a GraphBatch needs at least one graph")
         if len(candidates) != len(graphs):
@@ -122,11 +123,23 @@ class GraphBatch:
                 raise ValueError(f"graph {b} has no branching candidate")
             if c.min() < 0 or c.max() >= len(x):
                 raise ValueError(f"graph {b}: candidate outside its {len(x)} variables")
+            e = np.asarray(g.edge_indices, dtype=np.int64)
+            values = np.asarray(g.edge_values)
+            if e.ndim != 2 or e.shape[0] != 2 or e.shape[1] != values.size:
+                raise ValueError(
+                    f"graph {b}: edge_indices must be (2, {values.size}) for its "
+                    f"{values.size} edge values, got {e.shape}"
+                )
+            # An edge outside its graph would join another graph of the batch (or write out
+            # of bounds in the fused kernel).
+            if e.size and (e.min() < 0 or e[0].max() >= len(r) or e[1].max() >= len(x)):
+                raise ValueError(
+                    f"graph {b}: an edge points outside its {len(r)} rows and {len(x)} variables"
+                )
             vf.append(x)
             rf.append(r)
-            e = np.asarray(g.edge_indices, dtype=np.int64)
             ei.append(e + np.array([[c_off], [v_off]]))
-            ev.append(np.asarray(g.edge_values))
+            ev.append(values)
             nc.append(len(r))
             nv.append(len(x))
             cand.append(c + v_off)

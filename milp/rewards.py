@@ -39,6 +39,17 @@ class RewardFunction:
     def extract(self, model: scip.Model, done: bool) -> float:
         raise NotImplementedError
 
+    def _extract_once(self, model: scip.Model, done: bool, memo: dict[int, float]) -> float:
+        """This reward's value within one extraction of an expression: a function met again
+        (``r + r``, ``r.cumsum() - r``) gives the value it gave the first time, so a counter
+        is not read twice (its second read would be 0)."""
+        if id(self) not in memo:
+            memo[id(self)] = self._evaluate(model, done, memo)
+        return memo[id(self)]
+
+    def _evaluate(self, model: scip.Model, done: bool, memo: dict[int, float]) -> float:
+        return self.extract(model, done)
+
     def _combine(self, other: Any, op: Callable, reverse: bool = False) -> RewardFunction:
         other = other if isinstance(other, RewardFunction) else Constant(float(other))
         parts = (other, self) if reverse else (self, other)
@@ -95,7 +106,10 @@ class _Composed(RewardFunction):
             p.before_reset(model)
 
     def extract(self, model: scip.Model, done: bool) -> float:
-        return float(self.fn(*(p.extract(model, done) for p in self.parts)))
+        return self._evaluate(model, done, {})
+
+    def _evaluate(self, model: scip.Model, done: bool, memo: dict[int, float]) -> float:
+        return float(self.fn(*(p._extract_once(model, done, memo) for p in self.parts)))
 
 
 class _Cumsum(RewardFunction):
@@ -107,7 +121,10 @@ class _Cumsum(RewardFunction):
         self.total = 0.0
 
     def extract(self, model: scip.Model, done: bool) -> float:
-        self.total += self.inner.extract(model, done)
+        return self._evaluate(model, done, {})
+
+    def _evaluate(self, model: scip.Model, done: bool, memo: dict[int, float]) -> float:
+        self.total += self.inner._extract_once(model, done, memo)
         return self.total
 
 

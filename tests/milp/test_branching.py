@@ -97,6 +97,29 @@ def test_reward_arithmetic():
     assert c.extract(None, False) == 1.5
 
 
+class _Counting:
+    """A model stand-in whose node counter the test sets."""
+
+    nodes = 0
+
+    def getNTotalNodes(self):
+        return self.nodes
+
+
+def test_reward_used_twice_in_an_expression_is_read_once():
+    model = _Counting()
+    nodes = NNodes()
+    doubled, net, squared = nodes + nodes, nodes.cumsum() - nodes, nodes * nodes
+    for expression in (doubled, net, squared):
+        expression.before_reset(model)
+    model.nodes = 5
+    assert doubled.extract(model, False) == 10.0
+    model.nodes = 8
+    assert net.extract(model, False) == 0.0  # the running total 3 minus the step's 3
+    model.nodes = 12
+    assert squared.extract(model, False) == 16.0
+
+
 def test_bad_action_is_rejected_and_episode_continues():
     env = Branching(observation_function=None, reward_function=NNodes(), scip_params=SETTINGS)
     _, action_set, _, done, _ = env.reset(_instance())

@@ -156,6 +156,22 @@ def test_bad_graphs_are_named():
         GraphBatch.from_graphs([g], [np.array([1])])
 
 
+def test_edges_outside_their_graph_are_named():
+    rng = np.random.default_rng(2)
+    g, h = graph(rng, 5, 3, 6), graph(rng, 5, 3, 6)
+    g.edge_indices = g.edge_indices.copy()
+    g.edge_indices[0, 0] = 3  # graph g has rows 0..2: row 3 would be graph h's row 0
+    with pytest.raises(ValueError, match="graph 0: an edge points outside its 3 rows and 5"):
+        GraphBatch.from_graphs([g, h], [np.array([1]), np.array([1])])
+    g.edge_indices[0, 0] = 0
+    g.edge_indices[1, 0] = -1
+    with pytest.raises(ValueError, match="graph 0: an edge points outside"):
+        GraphBatch.from_graphs([g], [np.array([1])])
+    g.edge_indices = g.edge_indices[:, :5]
+    with pytest.raises(ValueError, match="edge_indices must be \\(2, 6\\)"):
+        GraphBatch.from_graphs([g], [np.array([1])])
+
+
 def test_checkpoint_reloads_with_weights_only_and_identical_choices(model, graphs, tmp_path):
     path = save_brancher(model, tmp_path / "b.pt", {"note": "test"})
     loaded, header = load_brancher(path)

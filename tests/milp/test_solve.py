@@ -3,6 +3,7 @@
 import argparse
 import csv
 import math
+import time
 
 import pytest
 
@@ -53,6 +54,18 @@ def test_miplib_other_rules_under_node_limit(shared_data, name, rule):
     else:
         # The incumbent is never better than the optimum (all MIPLIB instances minimise).
         assert row["objective"] >= optimum - 1e-6 * max(1.0, abs(optimum))
+
+
+def test_time_is_scips_clock_wall_or_cpu(shared_data, monkeypatch):
+    """The time column is SCIP's solving time on the clock its limit runs on, whatever Python's
+    clocks say (it once took Python's wall clock when SCIP measured CPU time)."""
+    calls = iter(range(0, 10**6, 1000))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(calls)))
+    path = str(shared_data / "miplib" / "egout.mps")
+    for wall_clock in (True, False):
+        settings = SolverSettings(time_limit=60, wall_clock=wall_clock)
+        row = solve_task(SolveTask(path, "relpscost", settings))
+        assert row["status"] == "optimal" and 0 <= row["time"] < 60
 
 
 def test_benchmark_reports_broken_file_and_solves_the_rest(tmp_path):
