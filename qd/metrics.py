@@ -29,8 +29,12 @@ class CoverageGrid:
     def cells(self, points: np.ndarray) -> np.ndarray:
         """Cell index per point (``-1`` rows for points outside the limits)."""
         points = np.asarray(points, dtype=np.float64).reshape(-1, self.low.size)
-        scaled = (points - self.low) / (self.high - self.low) * self.bins
-        idx = np.floor(scaled).astype(np.int64)
+        idx = np.empty(points.shape, dtype=np.int64)
+        for d in range(self.low.size):
+            # histogramdd's own rule: searchsorted on the linspace edges (a point exactly on an
+            # edge goes up, as floor((p - low) / width) does not always after rounding).
+            edges = np.linspace(self.low[d], self.high[d], self.bins + 1)
+            idx[:, d] = np.searchsorted(edges, points[:, d], side="right") - 1
         # histogram2d counts a point on the upper limit in the last bin.
         idx[points == self.high] = self.bins - 1
         inside = np.all((points >= self.low) & (points <= self.high), axis=1)

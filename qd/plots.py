@@ -2,7 +2,8 @@
 
 Everything is drawn in the ground-truth descriptor space (for HardMaze: final (x, y) / 600 with
 y pointing down, as in the maze image), with the reward areas circled, so a figure reads without
-the code.
+the code. The maps need two ground-truth dimensions; with a one-dimensional descriptor only the
+curves are drawn.
 """
 
 from __future__ import annotations
@@ -123,13 +124,22 @@ def plot_coverage_heatmap(trainer: Any, path: Path) -> Path:
     return path
 
 
+def has_map(trainer: Any) -> bool:
+    """Whether the ground-truth space has the two axes the maps draw (a custom descriptor may
+    have one; then only the curves are drawn)."""
+    return trainer.coverage.low.size >= 2
+
+
 def plot_novelty_search(trainer: Any, run_dir: Path) -> list[Path]:
     plots = run_dir / "plots"
     metrics = read_metrics(run_dir)
+    curve = plot_coverage_curve(
+        metrics, plots / "coverage.png", f"novelty search, seed {trainer.config.seed}"
+    )
+    if not has_map(trainer):
+        return [curve]
     return [
         plot_archive_map(trainer, plots / "archive_map.png"),
-        plot_coverage_curve(
-            metrics, plots / "coverage.png", f"novelty search, seed {trainer.config.seed}"
-        ),
+        curve,
         plot_coverage_heatmap(trainer, plots / "coverage_heatmap.png"),
     ]

@@ -9,7 +9,8 @@ reward -1, and asked again), so the search is pure novelty search until a reward
 
 - `Alternating` (default, SERENE): explore first; after an exploration chunk, exploit if
   available; after an exploitation chunk, explore.
-- `FixedSampling`: explore first, then explore with probability ``p_explore`` (0.5).
+- `FixedSampling`: explore first, then explore with probability ``p_explore`` (0.5);
+  with ``p_explore = 0`` it explores while nothing is available to exploit.
 - `TimeSampling`: explore first, then explore with probability (budget - evaluated) / budget,
   refreshed after every chunk (starts at 1).
 - `DiscountedUCB`: explore until exploitation is available, then UCB1 over the two arms,
@@ -65,6 +66,10 @@ class FixedSampling(Scheduler):
 
     def choose(self, rng: np.random.Generator, exploit_available: bool) -> str:
         if self.last is None:
+            return EXPLORE
+        if self.p_explore == 0.0 and not exploit_available:
+            # Never exploring: skipping the unavailable exploitation and asking again would
+            # loop forever, so this chunk explores.
             return EXPLORE
         return EXPLORE if rng.random() < self.p_explore else EXPLOIT
 

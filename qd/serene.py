@@ -38,14 +38,12 @@ written to ``emitter_timeline.csv`` in the run folder with the plots.
 from __future__ import annotations
 
 import csv
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from envs.qd_task import cached_task
 from qd.archive import NoveltyArchive
 from qd.emitters import (
     Emitter,
@@ -54,7 +52,7 @@ from qd.emitters import (
     initial_sigma,
     make_emitter,
 )
-from qd.metrics import CoverageGrid, RewardAreaTracker, archived_rewards
+from qd.metrics import CoverageGrid, archived_rewards
 from qd.ns import (
     AllRolloutsFailed,
     ControllerConfig,
@@ -116,6 +114,9 @@ class SereneConfig:
             )
         if self.ns.archive_add > self.ns.pop_size * self.ns.offspring_per_parent:
             raise ValueError("ns.archive_add cannot exceed the number of offspring")
+        if self.emitter.type == "cma-es" and self.emitter.population < 2:
+            # cmaes.CMA cannot update with one sample: every emitter would fail at its start.
+            raise ValueError("emitter.population must be >= 2 for cma-es emitters")
 
 
 class Serene(NoveltySearch):
@@ -132,14 +133,6 @@ class Serene(NoveltySearch):
 
     def __init__(self, config: SereneConfig) -> None:
         super().__init__(config)
-        if not self.reward_areas:
-            # Environments without a compiled path declare their areas as a ``reward_areas``
-            # attribute of the env class or a ``REWARD_AREAS`` constant of its module.
-            env = cached_task(self.task_key).env.unwrapped
-            module = sys.modules.get(type(env).__module__)
-            areas = getattr(env, "reward_areas", None) or getattr(module, "REWARD_AREAS", ())
-            self.reward_areas = tuple(areas)
-            self.rewards = RewardAreaTracker(len(self.reward_areas))
         sch = config.scheduler
         self.scheduler = make_scheduler(
             sch.type, config.budget, sch.p_explore, sch.ucb_c, sch.ucb_alpha

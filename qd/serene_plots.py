@@ -1,7 +1,8 @@
 """SERENE plots from a run folder: archive map with the reward archive, reward curves, timeline.
 
 - ``archive_map.png``: the novelty archive in the ground-truth space (as `qd.plots` draws it),
-  with the reward archive on top (stars coloured by reward) and the reward areas circled.
+  with the reward archive on top (stars coloured by reward) and the reward areas circled; not
+  drawn for a one-dimensional ground truth.
 - ``reward_curves.png``: best reward per reward area against evaluations (from
   ``metrics.csv``), with the first hit of each area marked.
 - ``coverage.png``: coverage of the exploration's evaluations and of the archive alone.
@@ -21,7 +22,7 @@ from matplotlib.patches import Rectangle
 from envs.figures import new_figure, save_figure
 from envs.qd_task import QDTask
 from envs.run_files import read_metrics
-from qd.plots import _decorate, _draw_background, plot_coverage_curve
+from qd.plots import _decorate, _draw_background, has_map, plot_coverage_curve
 
 
 def plot_archive_with_rewards(trainer: Any, path: Path) -> Path:
@@ -138,8 +139,11 @@ def plot_emitter_timeline(timeline: list[dict], path: Path) -> Path:
 def plot_serene(trainer: Any, run_dir: Path) -> list[Path]:
     plots = Path(run_dir) / "plots"
     metrics = read_metrics(run_dir)
+    maps = []
+    if has_map(trainer):
+        maps.append(plot_archive_with_rewards(trainer, plots / "archive_map.png"))
     return [
-        plot_archive_with_rewards(trainer, plots / "archive_map.png"),
+        *maps,
         plot_reward_curves(metrics, len(trainer.reward_areas), plots / "reward_curves.png"),
         plot_coverage_curve(metrics, plots / "coverage.png", f"SERENE, seed {trainer.config.seed}"),
         plot_emitter_timeline(trainer.timeline, plots / "emitter_timeline.png"),

@@ -18,6 +18,19 @@ def test_coverage_matches_histogram2d():
     assert grid.coverage == np.count_nonzero(hist) / 2500
 
 
+@pytest.mark.parametrize("limits", [(0.0, 1.0), (-1.35, 1.35), (-0.5, 0.5)])
+def test_coverage_points_on_bin_edges_match_histogram2d(limits):
+    # Points exactly on an interior edge: floor((p - low) / width * bins) rounds some of them
+    # into the bin below (e.g. 0.58 on [0, 1] with 50 bins), histogram2d puts them above.
+    low, high = limits
+    edges = np.linspace(low, high, 51)
+    pts = np.stack([edges, edges[::-1]], axis=1)
+    grid = CoverageGrid(np.full(2, low), np.full(2, high), bins=50)
+    grid.add(pts)
+    hist, _, _ = np.histogram2d(pts[:, 0], pts[:, 1], bins=50, range=[limits, limits])
+    np.testing.assert_array_equal(grid.counts, hist.astype(np.int64))
+
+
 def test_coverage_limits_validated():
     with pytest.raises(ValueError, match="low < high"):
         CoverageGrid(np.array([0.0, 1.0]), np.array([1.0, 1.0]))

@@ -86,7 +86,23 @@ def test_pluggable_gymnasium_env():
     assert 0 < rows[-1]["coverage"] <= 1
 
 
-def test_custom_descriptor_function():
+def test_reward_areas_declared_by_a_pluggable_env():
+    """An env without a compiled path declares its areas on the class (tests.qd.toy_env): the
+    rewarding individuals it reports are tracked per area, as SERENE does, not an error."""
+    config = from_dict(
+        NoveltySearchConfig,
+        {
+            "budget": 200,
+            "env": {"id": "tests.qd.toy_env:PointGoals", "descriptor": "final_observation"},
+            "ns": {"pop_size": 20},
+        },
+    )
+    ns, rows = run(config)
+    assert len(ns.reward_areas) == 2
+    assert rows[-1]["first_hit_0"] >= 0 and 0 < rows[-1]["best_reward_0"] <= 1
+
+
+def test_custom_descriptor_function(tmp_path):
     config = from_dict(
         NoveltySearchConfig,
         {
@@ -103,6 +119,9 @@ def test_custom_descriptor_function():
     )
     ns, _ = run(config)
     assert ns.population["descriptor"].shape == (10, 1)
+    # a one-dimensional ground truth has no map to draw; the run's plots must not fail on it
+    paths = ns.plot(tmp_path)
+    assert [p.name for p in paths] == ["coverage.png"] and paths[0].is_file()
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,14 @@ def test_fixed_sampling_explores_first_then_flips_a_coin():
         FixedSampling(1.5)
 
 
+def test_fixed_sampling_never_exploring_explores_while_nothing_is_available():
+    # p_explore = 0 is valid; with nothing to exploit, the trainer's skip-and-ask-again rule
+    # would otherwise spin forever (no budget is spent by a skipped chunk).
+    s = FixedSampling(0.0)
+    kinds = drive(s, [False, False, False, True, True, False, True])
+    assert kinds == [EXPLORE, EXPLORE, EXPLORE, EXPLOIT, EXPLOIT, EXPLORE, EXPLOIT]
+
+
 def test_time_sampling_follows_the_remaining_budget():
     s = TimeSampling(budget=1000)
     rng = np.random.default_rng(2)

@@ -243,6 +243,8 @@ def test_config_errors():
         from_dict(SereneConfig, {"budget": 500}, "serene.toml")
     with pytest.raises(ConfigError, match=r"'emitter.population' must be >= 1, got 0"):
         from_dict(SereneConfig, {"emitter": {"population": 0}}, "serene.toml")
+    with pytest.raises(ConfigError, match=r"emitter.population must be >= 2 for cma-es"):
+        from_dict(SereneConfig, {"emitter": {"type": "cma-es", "population": 1}}, "serene.toml")
     with pytest.raises(ConfigError, match=r"'scheduler.type' must be one of"):
         from_dict(SereneConfig, {"scheduler": {"type": "greedy"}}, "serene.toml")
     with pytest.raises(ConfigError, match=r"ucb_alpha"):
