@@ -11,8 +11,9 @@ Conventions (world units are MuJoCo's; z up):
 - Observation (29, float64): ``qpos`` (15: torso x and y rescaled to ``(q - 5) / 70``, torso z,
   torso quaternion (w, x, y, z), the 8 joint angles) then ``qvel`` (14: torso linear and
   angular velocity, 8 joint speeds). The policy sees its own global position, as the original.
-- Action (8, float64): motor commands in [-1, 1] (clipped; gear 150), in the original's order
-  hip_4, ankle_4, hip_1, ankle_1, hip_2, ankle_2, hip_3, ankle_3.
+- Action (8, float64): motor commands in [-1, 1] (clipped; gear 150; NaN or infinite: a
+  ValueError), in the original's order hip_4, ankle_4, hip_1, ankle_1, hip_2, ankle_2, hip_3,
+  ankle_3.
 - Step: ``FRAME_SKIP`` = 5 MuJoCo steps of 0.005 s (RK4). No early termination.
 - Reset: the model's initial pose (hinges at 0, so the ankles start outside their limits and
   the limits push them in, as the original) plus U(-0.1, 0.1) on every ``qpos`` coordinate (the
@@ -312,7 +313,10 @@ class AntMaze(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._done:
             raise RuntimeError("AntMaze: step() called on a finished episode; reset first")
-        self.data.ctrl[:] = np.clip(np.asarray(action, dtype=np.float64).reshape(ACT_DIM), -1, 1)
+        a = np.asarray(action, dtype=np.float64).reshape(ACT_DIM)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"AntMaze: action must be 8 finite motor commands, got {action!r}")
+        self.data.ctrl[:] = np.clip(a, -1, 1)
         mujoco.mj_step(self.model, self.data, nstep=FRAME_SKIP)
         self._steps += 1
         position = self.data.qpos[:2].copy()

@@ -13,7 +13,8 @@ Conventions (both):
 
 - Observation (6, float64): ball (x, y) relative to the table centre (the ball's centre
   stays within +-1.3 behind the walls), joint angles (wall joint, elbow), joint speeds.
-- Action (2, float64): target speeds of the two joint motors, clipped to [-1, 1].
+- Action (2, float64): target speeds of the two joint motors, clipped to [-1, 1]; a NaN
+  or infinite action is a ValueError.
 - Episode: ``horizon`` = 500 steps of 1/60 s; the reward is paid at the last step only:
   ``(r - d) / r`` inside the first goal containing the ball, goals (0.8, 0.8) r 0.4 and
   (0.8, -0.8) r 0.2; ``info["rew_area"]`` is its index, -1 outside.
@@ -100,7 +101,12 @@ class _CurlingBase(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._done:
             raise RuntimeError(f"{type(self).__name__}: step() on a finished episode; reset first")
-        a = np.clip(np.asarray(action, dtype=np.float64).reshape(ACT_DIM), -1.0, 1.0)
+        a = np.asarray(action, dtype=np.float64).reshape(ACT_DIM)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(
+                f"{type(self).__name__}: action must be 2 finite joint speeds, got {action!r}"
+            )
+        a = np.clip(a, -1.0, 1.0)
         self._table.step(float(a[0]), float(a[1]))
         self._steps += 1
         obs = self._table.observation()

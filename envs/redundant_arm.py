@@ -7,7 +7,8 @@ and its conventions are in ``kernels.redundant_arm`` (qd.md §5.2).
   19 relative joints stay inside (-1, 1) (self-collision forbids folding back); the first
   joint can wind around the base, bounded only by the accelerations: at most
   ``(h * UPDATE_STEPS * DT)**2 / 2`` radians in h steps.
-- Action: 20 joint accelerations in [-1, 1] (clipped), float64.
+- Action: 20 joint accelerations in [-1, 1] (clipped), float64; a NaN or infinite action is
+  a ValueError.
 - Reward: paid once, when the environment ends the episode (an illegal update, or the
   ``horizon``-th step): ``(r - d) / r`` inside the first goal containing the end effector.
   ``info["rew_area"]`` is that goal's index (-1 outside), ``info["end_effector"]`` the
@@ -98,7 +99,12 @@ class RedundantArm(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._done:
             raise RuntimeError("RedundantArm: step() called on a finished episode; reset first")
-        a = np.clip(np.asarray(action, dtype=np.float64).reshape(arm.DOF), -1.0, 1.0)
+        a = np.asarray(action, dtype=np.float64).reshape(arm.DOF)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(
+                f"RedundantArm: action must be 20 finite accelerations, got {action!r}"
+            )
+        a = np.clip(a, -1.0, 1.0)
         stopped = arm.arm_step(
             self._angles, self._speeds, a, self._points, self._scratch, self._trial
         )

@@ -231,6 +231,20 @@ def test_bad_input():
         AntMaze().step(np.zeros(8))
 
 
+def test_non_finite_action_is_an_error():
+    # MuJoCo answered a NaN control with a warning and a silent reset of the simulation.
+    env = AntMaze()
+    env.reset(seed=0)
+    for _ in range(20):
+        env.step(np.full(8, 0.5))
+    before = env.data.qpos.copy()
+    action = np.zeros(8)
+    action[2] = np.nan
+    with pytest.raises(ValueError, match="AntMaze: action must be 8 finite"):
+        env.step(action)
+    np.testing.assert_array_equal(env.data.qpos, before)
+
+
 def _pixel(x, y, size=350):
     """(row, column) of world (x, y) in a y-up render."""
     px = 70.0 / size

@@ -85,6 +85,15 @@ def test_bad_input():
         Curling().step(np.zeros(2))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_action_is_an_error(bad):
+    # NaN used to fail deep in the physics (ZeroDivisionError), inf was clipped to 1 silently.
+    env = Curling()
+    env.reset()
+    with pytest.raises(ValueError, match="Curling: action must be 2 finite"):
+        env.step(np.array([0.5, bad]))
+
+
 def test_render():
     img = render_table_background()
     assert img.shape == (300, 300, 3) and img.dtype == np.uint8

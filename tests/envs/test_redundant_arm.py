@@ -110,6 +110,19 @@ def test_bad_input():
         env.step(np.zeros(20))
 
 
+@pytest.mark.parametrize("bad", [np.nan, -np.inf])
+def test_non_finite_action_is_an_error(bad):
+    # NaN passed every legality test and turned the angles into NaN, silently.
+    env = RedundantArm()
+    obs, _ = env.reset()
+    action = np.zeros(20)
+    action[3] = bad
+    with pytest.raises(ValueError, match="RedundantArm: action must be 20 finite"):
+        env.step(action)
+    obs_after, *_ = env.step(np.zeros(20))
+    assert np.all(np.isfinite(obs_after))
+
+
 def test_render():
     img = render_arena(100)
     assert img.shape == (100, 100, 3) and img.dtype == np.uint8
