@@ -18,8 +18,9 @@ The DQN Replay Dataset cannot be downloaded here, so we collect our own (world_m
   shards with their game, sizes, seeds and SHA-256.
 
 Loading (`FrameDataset`): each shard is checked against its SHA-256 and unpacked once into
-uncompressed ``.npy`` files under ``<root>/cache/``, which are opened memory-mapped, so the set
-is never held in RAM. A truncated or corrupt shard is skipped with a warning naming it.
+uncompressed ``.npy`` files under ``<root>/cache/`` (again when the manifest names another
+SHA-256), which are opened memory-mapped, so the set is never held in RAM. A truncated or
+corrupt shard is skipped with a warning naming it.
 
 Sampling: a sample at frame t is o_t = frames [t, t+3), o_{t-3} = [t-3, t) and
 o_{t+3} = [t+3, t+6), three non-overlapping 3-frame stacks. Unlike the original loader (which
@@ -215,7 +216,7 @@ def shard_items(
         raise ValueError("frames_per_game and shard_frames must be >= 1")
     for game in games:
         check_game(game)
-    # Absolute: Ray workers need not share the driver's working directory.
+    # Absolute (shards and policies): Ray workers need not share the driver's working directory.
     root = Path(root).resolve()
     items = []
     for game in games:
@@ -224,6 +225,7 @@ def shard_items(
             sizes.append(frames_per_game % shard_frames)
         seeds = seed_seq.spawn(len(sizes))
         policy = (policies or {}).get(game)
+        policy = str(Path(policy).resolve()) if policy else None
         for k, (size, s) in enumerate(zip(sizes, seeds, strict=True)):
             items.append(
                 ShardItem(
@@ -283,9 +285,12 @@ class CorruptShardError(ValueError):
 
 
 def _unpack(shard: Path, entry: dict, cache: Path, frame_size: int) -> Path:
-    """Check and unpack one shard into ``cache/<stem>/`` (once); returns that folder."""
+    """Check and unpack one shard into ``cache/<stem>/`` (once); returns that folder. The
+    ``done`` marker holds the shard's SHA-256: a cache of another collection in the same folder
+    (same shard names) is unpacked again, not reused."""
     target = cache / shard.stem
-    if (target / "done").is_file():
+    done = target / "done"
+    if done.is_file() and done.read_text() == entry.get("sha256"):
         return target
     if not shard.is_file():
         raise CorruptShardError("file missing")
@@ -309,7 +314,7 @@ def _unpack(shard: Path, entry: dict, cache: Path, frame_size: int) -> Path:
     tmp.mkdir(parents=True)
     for k, a in arrays.items():
         np.save(tmp / f"{k}.npy", a)
-    (tmp / "done").write_text("ok")
+    (tmp / "done").write_text(entry["sha256"])
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target

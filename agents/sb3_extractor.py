@@ -9,6 +9,9 @@ SB3 transposes channel-last image observations to (3, 84, 84) and divides by 255
 extractor, which is exactly the encoder's float-in-[0, 1] convention (`agents.vit`).
 `atari_vec_env` builds such an environment (SB3's Atari wrappers + a 3-frame stack).
 
+The encoder's weights are the file's (or the seeded random ones): SB3's orthogonal
+initialisation of the policy (``ortho_init``) skips the extractor (`TOVViTExtractor.apply`).
+
 ``freeze=True`` keeps the encoder's weights fixed and its modules in eval mode (the policy and
 value heads still train); ``freeze=False`` fine-tunes it with the policy's optimizer.
 """
@@ -58,6 +61,13 @@ class TOVViTExtractor(BaseFeaturesExtractor):
         if freeze:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
+
+    def apply(self, fn) -> TOVViTExtractor:
+        """``fn`` on this module only, not on the encoder: SB3's ActorCriticPolicy (``ortho_init``,
+        on by default) re-initialises every Linear and Conv2d of the features extractor through
+        ``apply``, which would overwrite the pretrained (or seeded) encoder's weights."""
+        fn(self)
+        return self
 
     def train(self, mode: bool = True) -> TOVViTExtractor:
         super().train(mode)

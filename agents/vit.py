@@ -199,10 +199,7 @@ class NatureCNN(nn.Module):
                 nn.Conv2d(64, 64, 3, stride=1),
             ]
         )
-        side = spec.img_size
-        for k, s in ((8, 4), (4, 2), (3, 1)):
-            side = (side - k) // s + 1
-        self.fc = nn.Linear(64 * side * side, 512)
+        self.fc = nn.Linear(_nature_cnn_flat(spec.img_size), 512)
 
     @property
     def features_dim(self) -> int:
@@ -220,6 +217,14 @@ class NatureCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer_outputs(x)[-1]
+
+
+def _nature_cnn_flat(img_size: int) -> int:
+    """Units after the Nature CNN's three convolutions (3136 at 84x84)."""
+    side = img_size
+    for k, s in ((8, 4), (4, 2), (3, 1)):
+        side = (side - k) // s + 1
+    return 64 * side * side
 
 
 def build_encoder(spec: EncoderSpec, generator_seed: int | None = None) -> nn.Module:
@@ -247,7 +252,7 @@ def encoder_header(spec: EncoderSpec, **extra: object) -> dict:
         "features": (
             f"CLS token after the final LayerNorm ({spec.embed_dim})"
             if spec.kind == "vit"
-            else "ReLU(Linear(3136 -> 512)) (512)"
+            else f"ReLU(Linear({_nature_cnn_flat(spec.img_size)} -> 512)) (512)"
         ),
         **extra,
     }

@@ -13,6 +13,7 @@ from agents.vit import (
     VisionTransformer,
     build_encoder,
     count_parameters,
+    encoder_header,
     load_encoder,
     read_encoder_header,
     save_encoder,
@@ -70,6 +71,13 @@ def test_nature_cnn_shapes():
     assert cnn(x).shape == (3, 512)
     sizes = [o.shape[1] for o in cnn.layer_outputs(x)]
     assert sizes == [32 * 20 * 20, 64 * 9 * 9, 64 * 7 * 7, 512]
+
+
+@pytest.mark.parametrize("img_size", [84, 64])
+def test_nature_cnn_header_names_its_linear_layer(img_size):
+    spec = EncoderSpec(kind="nature_cnn", img_size=img_size)
+    fc = NatureCNN(spec).fc
+    assert encoder_header(spec)["features"] == f"ReLU(Linear({fc.in_features} -> 512)) (512)"
 
 
 def test_same_seed_same_weights_and_caller_rng_untouched():

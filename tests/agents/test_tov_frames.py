@@ -82,6 +82,23 @@ def test_corrupt_shard_is_skipped_with_a_warning(synthetic_root, damage):
     assert ds.triplet_starts.tolist() == [3, 4, 5, 6, 23, 24]  # c now starts at 20
 
 
+def test_cache_of_an_earlier_collection_is_not_reused(synthetic_root):
+    assert FrameDataset(synthetic_root).n_frames == 45  # unpacks a, b, c into the cache
+    # a new collection in the same folder, same shard names: b now has 25 other frames
+    entries = read_manifest(synthetic_root)["shards"]
+    entry = write_shard(synthetic_root / "b.npz", synthetic_shard(25, [0] * 25, 100))
+    entries[1] = {**entry, "game": "Pong"}
+    write_manifest(synthetic_root, entries)
+    ds = FrameDataset(synthetic_root)
+    assert len(ds) == 55 and [len(a["frames"]) for a in ds.arrays] == [20, 25, 10]
+    np.testing.assert_array_equal(
+        ds.gather("frames", np.arange(20, 45))[:, 0, 0], 100 + np.arange(25)
+    )
+    np.testing.assert_array_equal(
+        ds.gather("frames", np.arange(45, 55))[:, 0, 0], 35 + np.arange(10)
+    )
+
+
 def test_frames_of_another_size_are_an_error(tmp_path):
     entry = write_shard(tmp_path / "small.npz", synthetic_shard(12, [0] * 12, 0, size=64))
     write_manifest(tmp_path, [{**entry, "game": "Pong"}])
@@ -104,6 +121,18 @@ def test_unknown_game_is_an_error(tmp_path):
         make_atari_env("Pongg")
     with pytest.raises(ValueError, match="unknown Atari game 'pong'"):
         shard_items(tmp_path, ("pong",), 10, 10, np.random.SeedSequence(0))
+
+
+def test_shard_items_carry_absolute_paths(tmp_path, monkeypatch):
+    # Ray workers need not share the driver's working directory: shards and label policies
+    # named relative to it must reach them as absolute paths.
+    monkeypatch.chdir(tmp_path)
+    seq = np.random.SeedSequence(0)
+    items = shard_items("data", ("Pong",), 20, 10, seq, 0.5, {"Pong": "policies/Pong.zip"})
+    root = tmp_path.resolve()
+    assert [i.path for i in items] == [str(root / "data" / f"Pong-{k:04d}.npz") for k in (0, 1)]
+    assert [i.policy_path for i in items] == [str(root / "policies" / "Pong.zip")] * 2
+    assert [i.random_fraction for i in items] == [0.5, 0.5]
 
 
 def test_ale_collection_is_deterministic_and_respects_episodes(tmp_path):

@@ -84,3 +84,30 @@ def test_atari_vec_env_matches_the_encoder():
     env.close()
     with pytest.raises(ValueError, match="unknown Atari game"):
         atari_vec_env("NoSuchGame")
+
+
+@pytest.mark.parametrize("source", ["file", "spec"])
+def test_ppo_keeps_the_encoder_weights_it_was_given(tmp_path, source):
+    # SB3's ActorCriticPolicy (ortho_init) re-initialises the extractor's Linear and Conv2d
+    # layers through `apply`: the pretrained (or seeded) encoder must come through unchanged.
+    given = build_encoder(SPEC, generator_seed=4)
+    if source == "file":
+        kwargs = dict(encoder_path=str(save_encoder(tmp_path / "enc.pt", given)))
+    else:
+        kwargs = dict(spec=SPEC, seed=4)
+    model = PPO(
+        "CnnPolicy",
+        StackedFramesEnv(),
+        n_steps=16,
+        batch_size=8,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(
+            features_extractor_class=TOVViTExtractor, features_extractor_kwargs=kwargs
+        ),
+    )
+    got = model.policy.features_extractor.encoder.state_dict()
+    for name, value in given.state_dict().items():
+        assert torch.equal(got[name], value), name
+    # the policy and value heads still get SB3's orthogonal initialisation
+    assert torch.all(model.policy.action_net.bias == 0)
