@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -132,6 +133,14 @@ class TaskKey:
     descriptor_high: tuple[float, ...] = ()
 
 
+def _declared_areas(env: gym.Env) -> tuple:
+    """Reward areas of an environment without a compiled path: a ``reward_areas`` attribute of
+    the env class or a ``REWARD_AREAS`` constant of its module (none: ())."""
+    env = env.unwrapped
+    module = sys.modules.get(type(env).__module__)
+    return tuple(getattr(env, "reward_areas", None) or getattr(module, "REWARD_AREAS", ()))
+
+
 class QDTask:
     def __init__(self, key: TaskKey) -> None:
         self.key = key
@@ -154,7 +163,7 @@ class QDTask:
             self._descriptor = _final_observation
         else:
             self._descriptor = resolve_callable(key.descriptor, "descriptor")
-        self.reward_areas: tuple = self.fast.reward_areas if self.fast else ()
+        self.reward_areas = self.fast.reward_areas if self.fast else _declared_areas(self.env)
         self.gt_low, self.gt_high = self._gt_limits(obs_space)
 
     def _gt_limits(self, obs_space: gym.spaces.Box) -> tuple[np.ndarray, np.ndarray]:

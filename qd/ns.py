@@ -23,7 +23,6 @@ intact). A generation in which every genome fails stops the run with an error.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,13 +186,6 @@ class NoveltySearch:
         task = QDTask(self.task_key)
         self.genome_size = task.genome_size(self.controller)
         self.reward_areas = task.reward_areas
-        if not self.reward_areas:
-            # Environments without a compiled path declare their areas as a ``reward_areas``
-            # attribute of the env class or a ``REWARD_AREAS`` constant of its module.
-            env = task.env.unwrapped
-            module = sys.modules.get(type(env).__module__)
-            areas = getattr(env, "reward_areas", None) or getattr(module, "REWARD_AREAS", ())
-            self.reward_areas = tuple(areas)
         self.seed_seq = np.random.SeedSequence(config.seed)
         self.rng = np.random.default_rng(self.seed_seq.spawn(1)[0])
         self.coverage = CoverageGrid(task.gt_low, task.gt_high, config.ns.coverage_bins)
