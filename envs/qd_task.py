@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -133,6 +134,24 @@ class TaskKey:
     descriptor_high: tuple[float, ...] = ()
 
 
+# Keywords of a compiled evaluator that QDTask sets itself (from the controller and env.max_steps).
+_SET_BY_TASK = {"bias_per_neuron", "action_scale", "max_steps", "seed"}
+
+
+def _check_fast_kwargs(key: TaskKey, evaluate: Callable[..., dict]) -> None:
+    """Every env kwarg must reach the compiled evaluator, which runs the episodes: one it does
+    not take (or one the task sets) is a ValueError naming those it does."""
+    params = inspect.signature(evaluate).parameters.values()
+    accepted = {p.name for p in params if p.kind == p.KEYWORD_ONLY} - _SET_BY_TASK
+    bad = sorted(set(dict(key.env_kwargs)) - accepted)
+    if bad:
+        hint = "; the episode length is env.max_steps" if "max_steps" in bad else ""
+        raise ValueError(
+            f"{key.env_id}: env.kwargs {bad} cannot reach its compiled evaluator, which takes "
+            f"{sorted(accepted)}{hint}"
+        )
+
+
 def _declared_areas(env: gym.Env) -> tuple:
     """Reward areas of an environment without a compiled path: a ``reward_areas`` attribute of
     the env class or a ``REWARD_AREAS`` constant of its module (none: ())."""
@@ -146,6 +165,8 @@ class QDTask:
         self.key = key
         fast = FAST_PATHS.get(key.env_id)
         self.fast: FastPath | None = fast() if fast and key.descriptor == "default" else None
+        if self.fast is not None:
+            _check_fast_kwargs(key, self.fast.evaluate)
         self.env = make_env(key.env_id, **dict(key.env_kwargs))
         obs_space, act_space = self.env.observation_space, self.env.action_space
         if not isinstance(obs_space, gym.spaces.Box):

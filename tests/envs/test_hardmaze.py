@@ -305,3 +305,15 @@ def test_drawing_trajectories_and_points():
     hm.draw_points(image, np.array([[60.0, 450.0], [450.0, 60.0]]), [(1, 2, 3), (4, 5, 6)])
     assert image[150, 20].tolist() == [1, 2, 3] and image[20, 150].tolist() == [4, 5, 6]
     np.testing.assert_allclose(hm.world_to_image([[0.0, 3.0]]), [[0.0, 1.0]])
+
+
+def test_env_kwargs_the_compiled_path_cannot_take_are_named():
+    from envs.qd_task import QDTask, TaskKey
+
+    with pytest.raises(ValueError, match=r"\['max_steps'\] cannot reach.*is env.max_steps"):
+        QDTask(TaskKey("sparserl/HardMaze-v0", env_kwargs=(("max_steps", 500),)))
+    with pytest.raises(ValueError, match=r"\['render_mode'\] cannot reach"):
+        QDTask(TaskKey("sparserl/HardMaze-v0", env_kwargs=(("render_mode", "rgb_array"),)))
+    quirk = (("reward_from_previous_position", False),)
+    task = QDTask(TaskKey("sparserl/HardMaze-v0", max_steps=50, env_kwargs=quirk))
+    assert task.max_steps == 50
