@@ -43,6 +43,13 @@ as fast for 1.6-2.5x the memory; at d = 10^6 it would not fit, and its growth st
 past ``max_bytes``. The two layouts give the same regression up to rounding and share one
 checkpoint format (A as CSR rows over slots), so a state saved by one resumes in the other.
 
+Precision: float64 throughout, where the gist runs in JAX's default float32. A's entries sum
+a product per co-activation over every sample seen, so in float32 they round at about 1e-7 of
+their size each time. Stored in float32 (a scratch copy of the pairs layout), W parted from
+float64's by 3e-4 of its largest entry after 2 360 updates at d ~ 10^6, for a third less memory
+and 1.2-1.6x the rate on a noisy machine (BENCHMARKS.md); not offered until its accuracy against
+the exact FTL solution and in the Dyna loop is measured.
+
 - ``encode_reference`` / ``DenseFTLReference`` / ``ridge_ftl_solution``: plain NumPy references
   (dense A, exactly the formula above; the exact ridge solution) that the tests compare against.
 - ``LosseEncoder``: the encoder, usable as a general sparse feature encoder.
