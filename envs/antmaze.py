@@ -52,7 +52,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 
-from kernels.checks import check_int
+from kernels.checks import check_int, finite_action
 
 try:
     import mujoco
@@ -313,9 +313,7 @@ class AntMaze(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._done:
             raise RuntimeError("AntMaze: step() called on a finished episode; reset first")
-        a = np.asarray(action, dtype=np.float64).reshape(ACT_DIM)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"AntMaze: action must be 8 finite motor commands, got {action!r}")
+        a = finite_action("AntMaze", action, ACT_DIM, "motor commands")
         self.data.ctrl[:] = np.clip(a, -1, 1)
         mujoco.mj_step(self.model, self.data, nstep=FRAME_SKIP)
         self._steps += 1

@@ -38,7 +38,7 @@ import numpy as np
 
 from kernels import curling as phys
 from kernels import mlp
-from kernels.checks import check_int
+from kernels.checks import check_int, finite_action
 
 __all__ = [
     "BOX2D_AVAILABLE",
@@ -101,12 +101,7 @@ class _CurlingBase(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._done:
             raise RuntimeError(f"{type(self).__name__}: step() on a finished episode; reset first")
-        a = np.asarray(action, dtype=np.float64).reshape(ACT_DIM)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(
-                f"{type(self).__name__}: action must be 2 finite joint speeds, got {action!r}"
-            )
-        a = np.clip(a, -1.0, 1.0)
+        a = np.clip(finite_action(type(self).__name__, action, ACT_DIM, "joint speeds"), -1.0, 1.0)
         self._table.step(float(a[0]), float(a[1]))
         self._steps += 1
         obs = self._table.observation()

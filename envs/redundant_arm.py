@@ -32,7 +32,7 @@ import numpy as np
 
 from kernels import mlp
 from kernels import redundant_arm as arm
-from kernels.checks import check_int
+from kernels.checks import check_int, finite_action
 
 __all__ = [
     "DEFAULT_HORIZON",
@@ -99,12 +99,7 @@ class RedundantArm(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._done:
             raise RuntimeError("RedundantArm: step() called on a finished episode; reset first")
-        a = np.asarray(action, dtype=np.float64).reshape(arm.DOF)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(
-                f"RedundantArm: action must be 20 finite accelerations, got {action!r}"
-            )
-        a = np.clip(a, -1.0, 1.0)
+        a = np.clip(finite_action("RedundantArm", action, arm.DOF, "accelerations"), -1.0, 1.0)
         stopped = arm.arm_step(
             self._angles, self._speeds, a, self._points, self._scratch, self._trial
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_int"]
+__all__ = ["check_int", "finite_action"]
 
 
 def check_int(name: str, value: object, low: int = 1, error: type[ValueError] = ValueError) -> int:
@@ -14,3 +14,12 @@ def check_int(name: str, value: object, low: int = 1, error: type[ValueError] = 
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
         raise error(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
+
+
+def finite_action(env: str, action: object, size: int, what: str) -> np.ndarray:
+    """``action`` as a float64 vector of ``size`` entries (reshaped); a NaN or infinite entry is
+    a ValueError naming the environment and what the entries are (e.g. "joint speeds")."""
+    a = np.asarray(action, dtype=np.float64).reshape(size)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{env}: action must be {size} finite {what}, got {action!r}")
+    return a
