@@ -27,7 +27,8 @@ default is ``SolverSettings(time_limit=None)`` with presolve, heuristics and roo
 
 `include_policy(model, policy, observation_function)` plugs a policy straight into SCIP as a
 branching rule (no thread), for evaluation: ``policy(observation, action_set)`` returns a
-prob-index from ``action_set`` or `DEFAULT`.
+prob-index from ``action_set`` or `DEFAULT`; solve with `optimize(model, rule)` so that a
+failing policy raises its own error.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ import pyscipopt as scip
 from milp.instances import InstanceError, read_instance
 from milp.observations import NodeBipartite, lp_candidates
 from milp.rewards import IsDone
-from milp.scip_settings import TOP_PRIORITY, SolverSettings, seed_params
+from milp.scip_settings import MAX_SEED, TOP_PRIORITY, SolverSettings, seed_params, set_param
 
-__all__ = ["DEFAULT", "Branching", "Default", "PolicyBranchrule", "include_policy"]
+__all__ = ["DEFAULT", "Branching", "Default", "PolicyBranchrule", "include_policy", "optimize"]
 
 
 class Default:
@@ -211,6 +212,10 @@ class Branching:
 
     def seed(self, seed: int) -> None:
         """SCIP's random seeds for the following episodes (overrides the settings' seed)."""
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, {MAX_SEED}] (SCIP's seeds), got {seed}")
         self._seed = int(seed)
 
     def _configure(self, model: scip.Model) -> None:
@@ -221,10 +226,7 @@ class Branching:
             settings.apply(model)
         else:
             for name, value in self.scip_params.items():
-                try:
-                    model.setParam(name, value)
-                except KeyError:
-                    raise ValueError(f"unknown SCIP parameter {name!r}") from None
+                set_param(model, name, value)
             if self._seed is not None:
                 for name, value in seed_params(self._seed).items():
                     model.setParam(name, value)
@@ -287,14 +289,26 @@ class Branching:
 
 
 class PolicyBranchrule(scip.Branchrule):
-    """A policy as a SCIP branching rule: ``policy(observation, action_set) -> action``."""
+    """A policy as a SCIP branching rule: ``policy(observation, action_set) -> action``.
+
+    An exception inside the rule (the policy's, the observation's, a bad action) makes SCIP's
+    solve fail with its own "unspecified error"; ``error`` keeps the original, which
+    `optimize` raises instead."""
 
     def __init__(self, policy: Callable[[Any, np.ndarray], Any], observation_function) -> None:
         self.policy = policy
         self.observation_function = observation_function
         self.decisions = 0
+        self.error: BaseException | None = None
 
     def branchexeclp(self, allowaddcons: bool) -> dict:
+        try:
+            return self._branch()
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def _branch(self) -> dict:
         idx, cands, _ = lp_candidates(self.model)
         obs = self.observation_function.extract(self.model, False)
         action = self.policy(obs, idx)
@@ -320,3 +334,14 @@ def include_policy(
     rule = PolicyBranchrule(policy, obs)
     model.includeBranchrule(rule, "sparserl-policy", "a learned policy", TOP_PRIORITY, -1, 1.0)
     return rule
+
+
+def optimize(model: scip.Model, rule: PolicyBranchrule) -> None:
+    """``model.optimize()`` with ``rule`` (from `include_policy`) included; when the rule
+    failed, its own exception is raised rather than SCIP's "unspecified error"."""
+    try:
+        model.optimize()
+    except Exception:
+        if rule.error is not None:
+            raise rule.error from None
+        raise

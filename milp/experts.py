@@ -68,6 +68,10 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+# Episodes per shard unless told: a constant, not a multiple of the executor's parallelism, so
+# that where a collection stops (at a shard's end) and hence its samples depend on the seed
+# only, serial or Ray, on any machine. Workers are kept busy by ``imap``'s look-ahead anyway.
+EPISODES_PER_SHARD = 8
 # Per-batch CPU accounting kept in the manifest (seconds, or counts for the last two).
 EPISODE_STATS = (
     "cpu_seconds",
@@ -111,6 +115,8 @@ class CollectConfig:
             raise ValueError(f"query_prob must be in (0, 1], got {self.query_prob}")
         if self.sb_iteration_limit is not None and self.sb_iteration_limit < 1:
             raise ValueError(f"sb_iteration_limit must be >= 1, got {self.sb_iteration_limit}")
+        if not self.time_limit > 0:
+            raise ValueError(f"time_limit must be > 0 seconds, got {self.time_limit}")
         if self.max_samples_per_episode < 1:
             raise ValueError("max_samples_per_episode must be >= 1")
 
@@ -295,8 +301,8 @@ def collect(
     workers go on with the next episodes while a long one finishes; when the target is
     reached, the queued episodes are cancelled and those running or finished beyond it are
     dropped. A shard holds the samples of ``episodes_per_shard``
-    consecutive episodes (default 4 x the executor's parallelism), whatever the order they
-    finish in, so the shards depend only on the seed. ``progress(manifest)`` is called after
+    consecutive episodes (default `EPISODES_PER_SHARD` on every executor), whatever the order
+    they finish in, so the shards depend only on the seed. ``progress(manifest)`` is called after
     each shard. Failed episodes
     are listed in the manifest's ``errors``; ``cost`` sums the episodes' `EpisodeResult`
     figures, ``batches`` lists each batch's episodes, samples and cost, and ``write_seconds``
@@ -304,14 +310,18 @@ def collect(
     """
     config = config or CollectConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("collect needs at least one instance")
+    if n_samples < 1:
+        raise ValueError(f"the number of samples must be >= 1, got {n_samples}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     if episodes_per_shard is not None and episodes_per_shard < 1:
         raise ValueError(f"episodes_per_shard must be >= 1, got {episodes_per_shard}")
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+    out.mkdir(parents=True, exist_ok=True)
     head = {"version": FORMAT_VERSION, "instances": paths, "seed": int(seed),
             "config": asdict(config)}  # fmt: skip
     mpath = out / MANIFEST
@@ -327,7 +337,7 @@ def collect(
     # Manifests written before the cost accounting start it at zero.
     cost = manifest.setdefault("cost", dict.fromkeys(EPISODE_STATS, 0.0))
     manifest.setdefault("write_seconds", 0.0)
-    batch = episodes_per_shard or 4 * max(1, executor.parallelism)
+    batch = episodes_per_shard or EPISODES_PER_SHARD
     root = np.random.SeedSequence(seed)
 
     def episodes(first: int) -> Iterator[tuple]:

@@ -483,7 +483,7 @@ class _SharedArrays:
 
 def run_episode(item: EpisodeItem) -> Episode:
     """Solve one instance with the epsilon-greedy policy, recording every decision."""
-    from milp.branching import include_policy
+    from milp.branching import include_policy, optimize
     from milp.instances import release
     from milp.scip_settings import SolverSettings
 
@@ -504,7 +504,7 @@ def run_episode(item: EpisodeItem) -> Episode:
         ).apply(model)
         rule = include_policy(model, policy, policy.observation_function())
         t0 = time.perf_counter()
-        model.optimize()
+        optimize(model, rule)
         elapsed = time.perf_counter() - t0
         steps, shared = [], _SharedArrays()
         for obs, (_, _, depth, lp), cands, action in record:
@@ -693,6 +693,11 @@ class ReviBranch:
 
     def _instances(self) -> list[str] | None:
         if not self.config.instances.files:
+            from milp.instances import make_generator
+
+            # A bad problem name or parameter fails here, naming it, not in every episode.
+            ic = self.config.instances
+            make_generator(ic.problem, None, **ic.params)
             return None
         from milp.instances import list_instances
 

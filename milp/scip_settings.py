@@ -21,11 +21,13 @@ from typing import Any
 import pyscipopt as scip
 
 __all__ = [
+    "MAX_SEED",
     "RULE_ALIASES",
     "SCIP_RULES",
     "SolverSettings",
     "scip_rule_name",
     "seed_params",
+    "set_param",
     "use_rule",
 ]
 
@@ -34,15 +36,15 @@ TOP_PRIORITY = 536_870_911
 RULE_ALIASES = {"fsb": "fullstrong"}
 # The rules `sparserl milp solve` offers by default; any SCIP branching rule name is accepted.
 SCIP_RULES = ("relpscost", "pscost", "fsb", "random")
-_MAX_SEED = 2**31 - 1
+MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
 class SolverSettings:
     """How SCIP runs; ``params()`` is the full parameter dictionary that `apply` sets.
 
-    ``time_limit`` in seconds (``None``: none), ``node_limit`` (``None``: none); ``extra``
-    holds further SCIP parameters (name -> value) applied last.
+    ``time_limit`` in seconds (``None`` or infinity: none), ``node_limit`` (``None``: none);
+    ``extra`` holds further SCIP parameters (name -> value) applied last.
     """
 
     seed: int = 0
@@ -56,8 +58,8 @@ class SolverSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.seed <= _MAX_SEED:
-            raise ValueError(f"seed must be in [0, {_MAX_SEED}], got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise ValueError(f"time_limit must be > 0 seconds, got {self.time_limit}")
         if self.node_limit is not None and self.node_limit < 1:
@@ -67,7 +69,8 @@ class SolverSettings:
         p: dict[str, Any] = {
             **seed_params(self.seed),
             "timing/clocktype": 2 if self.wall_clock else 1,
-            "limits/time": 1e20 if self.time_limit is None else float(self.time_limit),
+            # SCIP's "no limit" is 1e20; it refuses anything larger, infinity included.
+            "limits/time": 1e20 if self.time_limit is None else min(float(self.time_limit), 1e20),
             "limits/nodes": -1 if self.node_limit is None else int(self.node_limit),
         }
         if self.root_cuts_only:
@@ -82,18 +85,27 @@ class SolverSettings:
         return p
 
     def apply(self, model: scip.Model) -> None:
-        """Set every parameter on ``model``; an unknown name in ``extra`` is an error."""
+        """Set every parameter on ``model``; an unknown name or a value SCIP refuses in
+        ``extra`` is an error naming the parameter."""
         for name, value in self.params().items():
             if name == "heuristics/emphasis":
                 model.setHeuristics(scip.SCIP_PARAMSETTING.OFF)
                 continue
-            try:
-                model.setParam(name, value)
-            except KeyError:
-                raise ValueError(f"unknown SCIP parameter {name!r}") from None
+            set_param(model, name, value)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def set_param(model: scip.Model, name: str, value: Any) -> None:
+    """``model.setParam`` whose errors name the parameter (SCIP's own say "the value is
+    invalid for the given parameter!" or "value too large to convert to int")."""
+    try:
+        model.setParam(name, value)
+    except KeyError:
+        raise ValueError(f"unknown SCIP parameter {name!r}") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"SCIP parameter {name!r} refuses the value {value!r} ({exc})") from None
 
 
 def seed_params(seed: int) -> dict[str, Any]:

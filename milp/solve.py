@@ -110,7 +110,12 @@ def solve_task(task: SolveTask) -> dict[str, Any]:
             policy_rule = include_policy(model, policy, observation)
         else:
             use_rule(model, rule)
-        model.optimize()
+        if policy_rule is None:
+            model.optimize()
+        else:
+            from milp.branching import optimize
+
+            optimize(model, policy_rule)  # a failing brancher raises its own error
         status = model.getStatus()
         has_sol = model.getNSols() > 0
         return {

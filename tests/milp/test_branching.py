@@ -198,3 +198,62 @@ def test_finished_episode_frees_its_model_without_garbage_collection():
         env.close()
     finally:
         gc.enable()
+
+
+def test_bad_seeds_and_parameter_values_name_the_culprit():
+    """With a dict of parameters, a seed SCIP cannot take used to fail at reset with SCIP's
+    "the value is invalid for the given parameter!" or an OverflowError naming nothing."""
+    env = Branching(observation_function=None, scip_params={"limits/time": 10})
+    for bad in (-1, 2**31, 2**40):
+        with pytest.raises(ValueError, match=rf"seed must be in \[0, 2147483647\].*got {bad}"):
+            env.seed(bad)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        env.seed(1.5)
+    env = Branching(observation_function=None, scip_params={"separating/maxrounds": -5})
+    with pytest.raises(ValueError, match="'separating/maxrounds' refuses the value -5"):
+        env.reset(_instance())
+    for extra, name in (
+        ({"branching/relpscost/priority": 2**40}, "branching/relpscost/priority"),
+        ({"limits/time": "abc"}, "limits/time"),
+    ):
+        with pytest.raises(ValueError, match=f"SCIP parameter '{name}' refuses the value"):
+            SolverSettings(extra=extra).apply(_instance())
+
+
+def test_infinite_time_limit_means_no_limit():
+    """``time_limit=inf`` (``--time-limit inf``) used to be refused by SCIP with "the value is
+    invalid for the given parameter!"; it means no limit, SCIP's 1e20."""
+    model = _instance()
+    SolverSettings(time_limit=float("inf")).apply(model)
+    assert model.getParam("limits/time") == 1e20
+    with pytest.raises(ValueError, match="time_limit must be > 0"):
+        SolverSettings(time_limit=float("nan"))
+
+
+# PySCIPOpt prints the callback's exception as "ignored" before SCIP fails.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_failing_policy_raises_its_own_error():
+    """A policy's exception inside SCIP's callback used to surface as SCIP's "unspecified
+    error!" (the real one only printed to stderr); `optimize` raises the policy's own."""
+    from milp.branching import optimize
+
+    def outside(obs, action_set):
+        return 10**6
+
+    def broken(obs, action_set):
+        raise KeyError("no such feature")
+
+    for policy, err, match in (
+        (outside, ValueError, "policy chose 1000000, which is not an LP branching candidate"),
+        (broken, KeyError, "no such feature"),
+    ):
+        model = _instance()
+        SETTINGS.apply(model)
+        rule = include_policy(model, policy, observation_function=NNodes())
+        with pytest.raises(err, match=match):
+            optimize(model, rule)
+    model = _instance()
+    SETTINGS.apply(model)
+    rule = include_policy(model, lambda obs, a: int(a[0]), observation_function=NNodes())
+    optimize(model, rule)
+    assert model.getStatus() == "optimal" and rule.error is None and rule.decisions > 0

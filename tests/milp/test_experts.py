@@ -73,6 +73,36 @@ def test_resume_gives_the_same_samples(instances, tmp_path):
         collect(instances, tmp_path / "b", 9, seed=4, executor=SerialExecutor(), config=CONFIG)
 
 
+def test_default_shards_do_not_depend_on_the_executor(instances, tmp_path):
+    """Same seed, same call: the same samples, whether the executor has one worker or two
+    (the default shard size used to be 4 x the parallelism, and collection stops at a shard's
+    end)."""
+
+    class TwoWorkers(SerialExecutor):
+        parallelism = 2
+
+    one = collect(instances, tmp_path / "one", 6, seed=0, executor=SerialExecutor(),
+                  config=CONFIG)  # fmt: skip
+    two = collect(instances, tmp_path / "two", 6, seed=0, executor=TwoWorkers(),
+                  config=CONFIG)  # fmt: skip
+    assert (one["episodes"], one["samples"]) == (two["episodes"], two["samples"])
+    assert one["shards"] == two["shards"]
+
+
+def test_bad_arguments_fail_before_anything_is_written(instances, tmp_path):
+    """A bad time limit used to fail inside every episode and leave a manifest holding it, so
+    the corrected rerun was refused ("config differs"); bad counts or seeds passed silently or
+    failed without naming the argument."""
+    with pytest.raises(ValueError, match="time_limit must be > 0 seconds, got 0"):
+        CollectConfig(time_limit=0)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="number of samples must be >= 1, got 0"):
+        collect(instances, out, 0, seed=0, executor=SerialExecutor(), config=CONFIG)
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        collect(instances, out, 2, seed=-1, executor=SerialExecutor(), config=CONFIG)
+    assert not out.exists()
+
+
 def test_broken_instance_is_listed_as_error(instances, tmp_path):
     broken = tmp_path / "broken.lp"
     broken.write_text("")

@@ -173,6 +173,21 @@ def small_config(**dqn):
     return from_dict(ReviBranchConfig, raw)
 
 
+def test_bad_generator_settings_fail_when_the_trainer_is_built():
+    """A misspelt problem or generator parameter used to pass the constructor and fail in
+    every episode of the first iteration (a RuntimeError after the run folder was made)."""
+    base = small_config()
+    for instances, match in (
+        ({"problem": "setcovr"}, "unknown problem 'setcovr'"),
+        ({"params": {"n_row": 50}}, "unexpected keyword argument 'n_row'"),
+        ({"params": {"n_rows": -5, "n_cols": 30}}, "n_rows must be an integer >= 3, got -5"),
+    ):
+        cfg = ReviBranchConfig(**{**base.__dict__,
+                                  "instances": type(base.instances)(**instances)})  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            ReviBranch(cfg)
+
+
 def test_node_limit_ends_the_episode_with_the_reward_so_far():
     trainer = ReviBranch(small_config())
     item = trainer._items(1)[0]

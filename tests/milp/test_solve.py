@@ -149,3 +149,28 @@ def test_cli_generate_and_solve(tmp_path, capsys):
         assert len(list(csv.DictReader(fh))) == 8
     with pytest.raises(FileExistsError, match="not empty"):
         args.func(args)
+
+
+def test_a_failing_learned_brancher_raises_its_own_error(tmp_path, monkeypatch):
+    """SCIP reports a failing branching rule as "unspecified error"; the solve raises the
+    policy's own exception instead (the benchmark's error rows show it)."""
+    import milp.brancher_io as brancher_io
+    from milp.observations import NodeBipartite
+
+    write_instances("setcover", None, 1, tmp_path, seed=0, n_rows=150, n_cols=300, density=0.05)
+    from milp.brancher_io import save_brancher
+    from milp.gcnn import GCNN
+
+    brancher = save_brancher(GCNN(), tmp_path / "b.pt")  # its policy is replaced below
+
+    def broken_policy(obs, action_set):
+        raise ZeroDivisionError("the policy's own failure")
+
+    monkeypatch.setattr(
+        brancher_io, "cached_policy", lambda path, mtime: (broken_policy, NodeBipartite())
+    )
+    from milp.instances import list_instances
+
+    task = SolveTask(list_instances(tmp_path)[0], str(brancher), SolverSettings())
+    with pytest.raises(ZeroDivisionError, match="the policy's own failure"):
+        solve_task(task)
