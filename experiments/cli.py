@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from experiments.executor import make_executor
-    from experiments.run import check_machine, load_run, start_run, train
+    from experiments.registry import load_config
+    from experiments.run import check_machine, check_out, load_run, start_run, train
 
     if args.resume and (args.config or args.overrides or args.out):
         raise ConfigError("--resume takes no config, --set or --out: the run folder's config wins")
@@ -110,11 +111,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if moved:
             print(f"note: {moved}", file=sys.stderr)
     else:
-        trainer, run_dir = start_run(args.config, args.overrides, args.out)
+        # Config and --out are checked before the executor starts, the folder is made after:
+        # an executor that cannot start (a wrong --address) leaves no run folder in the way.
+        load_config(args.config, args.overrides)
+        check_out(args.out)
         rows, wall = 0, 0.0
-        print(f"run folder: {run_dir}")
     kwargs = {"num_cpus": args.num_cpus} if args.executor == "ray" and args.num_cpus else {}
     with make_executor(args.executor, args.address, **kwargs) as executor:
+        if not args.resume:
+            trainer, run_dir = start_run(args.config, args.overrides, args.out)
+            print(f"run folder: {run_dir}")
         print(f"executor: {executor.describe()}")
         finished = train(
             trainer,

@@ -50,7 +50,8 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
         raise ConfigError(errors[0] if errors else f"{where}: bad value for '{key}'")
     if origin is typing.Literal:
         choices = typing.get_args(tp)
-        if value not in choices:
+        # by type too: 64.0 == 64 and True == 1, but a float size or a bool count breaks later
+        if not any(value == c and type(value) is type(c) for c in choices):
             raise ConfigError(f"{where}: '{key}' must be one of {list(choices)}, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp):

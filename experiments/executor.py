@@ -313,7 +313,9 @@ class RayExecutor:
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
             if address is None:
-                kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1)
+                # "local", not None: given None, ray.init joins the cluster named by RAY_ADDRESS
+                # or by the last `ray start` on this machine, and then refuses num_cpus.
+                kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count() or 1)
                 if object_store_memory is not None:
                     kwargs["object_store_memory"] = object_store_memory
                 if temp_dir is not None:

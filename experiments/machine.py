@@ -145,15 +145,27 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def write(run_dir: str | Path) -> None:
-    (Path(run_dir) / MACHINE).write_text(json.dumps(fingerprint(), indent=1) + "\n")
+    """Write ``machine.json`` through a temporary file and a rename: a crash leaves none or a
+    whole one."""
+    path = Path(run_dir) / MACHINE
+    tmp = path.with_name(f".{MACHINE}.tmp")
+    tmp.write_text(json.dumps(fingerprint(), indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 def read(run_dir: str | Path) -> dict[str, Any] | None:
-    """The recorded fingerprint, or None for a run folder from before ``machine.json``."""
+    """The recorded fingerprint, or None for a run folder from before ``machine.json``.
+    A file that is not such a record is a ValueError naming it."""
     path = Path(run_dir) / MACHINE
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable machine record ({exc})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a machine record (a JSON object)")
+    return record
 
 
 def machines_note(run_dirs: list[str | Path]) -> str | None:
@@ -163,7 +175,10 @@ def machines_note(run_dirs: list[str | Path]) -> str | None:
     seen: list[dict[str, Any]] = []
     unrecorded = 0
     for d in run_dirs:
-        fp = read(d)
+        try:
+            fp = read(d)
+        except ValueError:
+            fp = None  # a note about machines is no reason to refuse the comparison
         if fp is None:
             unrecorded += 1
         elif all(changed_keys(fp, other) for other in seen):

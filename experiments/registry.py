@@ -27,7 +27,7 @@ ALGORITHMS: dict[str, str] = {
 
 
 def trainer_class(name: str, where: str = "<config>") -> type:
-    if name not in ALGORITHMS:
+    if not isinstance(name, str) or name not in ALGORITHMS:
         raise ConfigError(
             f"{where}: unknown algorithm {name!r} (known: {', '.join(sorted(ALGORITHMS))})"
         )

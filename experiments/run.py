@@ -29,6 +29,7 @@ its step.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import pickle
@@ -49,15 +50,33 @@ CHECKPOINT_VERSION = 1
 
 
 def new_run_dir(config_path: str | Path, out: str | Path | None = None) -> Path:
-    """``out`` if given (must be absent or empty), else ``runs/<stem>-<timestamp>/``."""
+    """``out`` if given (must be absent or empty), else ``runs/<stem>-<timestamp>/``, with
+    ``-2``, ``-3``, ... appended when runs of one config start in the same second (seeds
+    launched side by side): each run gets a folder of its own."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{Path(config_path).stem}-{stamp}"
+        base = Path("runs") / f"{Path(config_path).stem}-{stamp}"
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(1):
+            out = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            try:
+                out.mkdir()  # atomic: of two processes, one gets the folder
+                return out
+            except FileExistsError:
+                continue
+    out = Path(out)
+    check_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def check_out(out: str | Path | None) -> None:
+    """FileExistsError unless ``--out`` may become a run folder (absent, or an empty folder)."""
+    if out is None:
+        return
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: run folder exists and is not empty; nothing is overwritten")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def save_checkpoint(run_dir: Path, trainer: Any, metrics_rows: int, wall_time: float) -> None:
@@ -146,8 +165,14 @@ def check_machine(run_dir: str | Path, step: int) -> str | None:
     """On a resume: compare this machine with the one that started the run (``machine.json``,
     `experiments.machine`). Where they differ, the run agrees with an uninterrupted one only to
     float rounding from here on; that is logged in ``events.log`` and returned as a message.
-    None where they agree, or where the folder predates ``machine.json``."""
-    started = machine.read(run_dir)
+    None where they agree, or where the folder predates ``machine.json``. An unreadable
+    ``machine.json`` does not stop the resume: it is noted the same way."""
+    try:
+        started = machine.read(run_dir)
+    except ValueError as exc:
+        message = f"{exc}: cannot tell whether this machine is the one that started the run"
+        log_event(run_dir, step, message)
+        return message
     if started is None:
         return None
     changed = machine.differences(started, machine.fingerprint())

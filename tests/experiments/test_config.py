@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -159,3 +160,28 @@ def test_shipped_configs_that_extend_another_keep_its_settings():
         assert {k: v for k, v in a.items() if k != "algorithm"} == {
             k: v for k, v in b.items() if k in a and k != "algorithm"
         }, name
+
+
+def test_algorithm_that_is_not_a_name_is_a_config_error(tmp_path):
+    bad = tmp_path / "list.toml"
+    bad.write_text("algorithm = ['ns']\n")
+    with pytest.raises(ConfigError, match=r"list.toml: unknown algorithm \['ns'\] \(known: dqn"):
+        load_config(bad)
+
+
+def test_literal_choices_are_matched_by_type_too():
+    """64.0 == 64 and True == 1: a Literal[32, 64] given 64.0 passed and crashed inside torch
+    (TAXONS's frame_size built a Linear layer of 64.0 features)."""
+
+    @dataclass(frozen=True)
+    class Sizes:
+        frame_size: Literal[32, 64] = 64
+        bit: Literal[0, 1] = 0
+
+    assert from_dict(Sizes, {"frame_size": 32, "bit": 1}) == Sizes(32, 1)
+    for data, shown in (({"frame_size": 64.0}, "64.0"), ({"bit": True}, "True")):
+        with pytest.raises(ConfigError, match=f"must be one of .*, got {shown}"):
+            from_dict(Sizes, data, "f.toml")
+    taxons = Path(__file__).parents[2] / "experiments" / "configs" / "taxons_hardmaze.toml"
+    with pytest.raises(ConfigError, match=r"'taxons.frame_size' must be one of \[32, 64\]"):
+        load_config(taxons, ["taxons.frame_size=64.0"])

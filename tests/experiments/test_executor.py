@@ -153,3 +153,36 @@ def test_ray_imap_worker_crash_isolated(ray_executor):
         ray_executor.max_retries = saved
     assert [o for i, o in enumerate(out) if i != 5] == [0, 1, 2, 3, 4, 6]
     assert isinstance(out[5], ItemError) and out[5].type == "WorkerCrashed" and out[5].index == 5
+
+
+def test_embedded_ray_is_private_whatever_ray_address_says(monkeypatch, tmp_path):
+    """Without an address the executor starts its own Ray: neither RAY_ADDRESS nor a cluster
+    recorded by an earlier `ray start` may turn that into a join (Ray then refuses num_cpus:
+    "When connecting to an existing cluster, num_cpus ... must not be provided")."""
+    import ray
+    from ray._private import services
+
+    from experiments.executor import RayExecutor
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    (tmp_path / "ray_current_cluster").write_text("127.0.0.1:2")
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_init(**kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    with pytest.raises(Stop):
+        RayExecutor(num_cpus=1, temp_dir=str(tmp_path))
+    (kwargs,) = calls
+    assert kwargs["num_cpus"] == 1 and kwargs["include_dashboard"] is False
+    # Ray's own reading of the call: None is "start a new local instance"
+    address = kwargs.get("address")
+    assert services.canonicalize_bootstrap_address(address, kwargs.get("_temp_dir")) is None
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert services.canonicalize_bootstrap_address(address, kwargs.get("_temp_dir")) is None

@@ -307,3 +307,72 @@ def test_cli_parser_does_not_load_scip():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    """Seeds launched side by side without --out: each run gets its own folder, never another
+    run's (two processes that both found the folder empty wrote into one) and never the error
+    meant for a user's --out."""
+    from datetime import datetime
+
+    import experiments.run as run_module
+    from experiments.run import new_run_dir
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2024, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(run_module, "datetime", Frozen)
+    monkeypatch.chdir(tmp_path)
+    a, b = new_run_dir(CONFIG), new_run_dir(CONFIG)  # neither has written anything yet
+    _, c = start_run(CONFIG, ["budget=100", "ns.pop_size=10", "seed=1"])
+    names = [p.name for p in (a, b, c)]
+    assert names == [
+        "ns_hardmaze-20240102-030405",
+        *(f"ns_hardmaze-20240102-030405-{n}" for n in (2, 3)),
+    ]
+    assert all(p.parent == Path("runs") for p in (a, b, c))
+    assert "seed = 1" in (c / "config.toml").read_text() and not any(b.iterdir())
+
+
+def test_unreadable_machine_json_does_not_stop_a_resume(tmp_path, capsys):
+    """machine.json is a note about the run, not part of its state: a truncated one (a crash
+    while it was written) is reported by name and the run resumes; compare still compares."""
+    trainer, run_dir = start_run(CONFIG, ["budget=100", "ns.pop_size=10"], tmp_path / "r")
+    (run_dir / "machine.json").write_text("")
+    assert main(["run", "--resume", str(run_dir), "--executor", "serial", "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert f"{run_dir / 'machine.json'}: unreadable machine record" in err
+    assert "cannot tell whether this machine" in (run_dir / "events.log").read_text()
+    assert load_run(run_dir)[0].done
+    assert machine.machines_note([run_dir, run_dir]) is None
+    machine.write(run_dir)  # written whole, through a temporary file
+    assert machine.read(run_dir) == machine.fingerprint()
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
+
+
+def test_executor_that_cannot_start_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    """A wrong --address is an error before the run folder is made: the same command with the
+    address corrected then runs into the same --out (it used to find it taken)."""
+    import experiments.executor
+    from experiments.executor import ClusterError
+
+    def unreachable(*args, **kwargs):
+        raise ClusterError("Ray cluster at 10.0.0.9:6379 is unreachable")
+
+    out = tmp_path / "run"
+    argv = ["run", str(CONFIG), "--set", "budget=50", "--set", "ns.pop_size=10"]
+    argv += ["--out", str(out), "--no-progress", "--no-plots"]
+    with monkeypatch.context() as m:
+        m.setattr(experiments.executor, "make_executor", unreachable)
+        assert main([*argv, "--address", "10.0.0.9:6379"]) == 2
+    assert "is unreachable" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*argv, "--executor", "serial"]) == 0
+    assert load_run(out)[0].done
+    # config and --out errors still come before any executor starts
+    assert main(["run", str(CONFIG), "--set", "ns.k=0", "--address", "10.0.0.9:6379"]) == 2
+    assert "'ns.k' must be" in capsys.readouterr().err
+    assert main(["run", str(CONFIG), "--out", str(out), "--address", "10.0.0.9:6379"]) == 2
+    assert "not empty; nothing is overwritten" in capsys.readouterr().err
