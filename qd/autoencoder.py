@@ -47,8 +47,9 @@ Conventions of ``AutoEncoder`` (the model, its Adam optimiser and its random str
   batch 128, one thread): 2.8x the CPU time for training and 2.5x for encoding on one machine,
   1.6x and 2.0x on an AVX-512 Xeon without AMX, 1.5x and 2.0-2.4x on an AVX2 AMD EPYC
   (``experiments.benchmarks.taxons``, its "deterministic" column).
-- A non-finite loss restores the weights and optimiser state from before the call and logs a
-  warning (``TrainingReport.recovered``); a frame of the wrong shape or type is a ValueError.
+- A non-finite loss, or non-finite weights after an epoch (an infinite gradient under a finite
+  loss), restores the weights and optimiser state from before the call and logs a warning
+  (``TrainingReport.recovered``); a frame of the wrong shape or type is a ValueError.
 """
 
 from __future__ import annotations
@@ -160,11 +161,11 @@ def check_frames(frames: np.ndarray, frame_size: int) -> tuple[np.ndarray, int]:
         raise ValueError(f"frames must be uint8 (0-255), got dtype {f.dtype}")
     if f.ndim == 4 and f.shape[1:] == tail:
         return f, 1
-    if f.ndim == 5 and f.shape[2:] == tail:
+    if f.ndim == 5 and f.shape[2:] == tail and f.shape[1] >= 1:
         return f.reshape(-1, *tail), f.shape[1]
     raise ValueError(
         f"frames must have shape (n, 3, {frame_size}, {frame_size}) or "
-        f"(n, k, 3, {frame_size}, {frame_size}), got {f.shape}"
+        f"(n, k >= 1, 3, {frame_size}, {frame_size}), got {f.shape}"
     )
 
 
@@ -239,7 +240,7 @@ class AutoEncoder:
                 # Setting oneDNN's flags warns about TF32 on Intel GPUs, irrelevant here.
                 warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
                 stack.enter_context(torch.backends.mkldnn.flags(enabled=False))
-            stack.enter_context(torch.backends.cudnn.flags(benchmark=False, deterministic=True))
+            stack.enter_context(_cudnn_deterministic())
         return stack
 
     @property
@@ -369,7 +370,7 @@ class AutoEncoder:
         snap = self._snapshot()
         for _ in range(epochs):
             loss = self._epoch(flat, batch_size, shuffle)
-            if not math.isfinite(loss):
+            if not (math.isfinite(loss) and self._weights_finite()):
                 self._recover(snap, report)
                 return report
             report.train_loss.append(loss)
@@ -385,9 +386,12 @@ class AutoEncoder:
         patience: int = 4,
     ) -> TrainingReport:
         """STAX's schedule (§4.4): shuffle, hold out ``validation`` of the frames, train up to
-        ``max_epochs`` epochs; from the second epoch on, a validation loss above the best so
-        far counts one strike, any other resets the count and becomes the best; stop at the
-        ``patience``-th consecutive strike."""
+        ``max_epochs`` epochs; validation counts from the second epoch on (as the original's,
+        whose first epoch is not validated): the second epoch's loss is the first best, then a
+        validation loss above the best so far counts one strike, any other resets the count
+        and becomes the best; stop at the ``patience``-th consecutive strike (at the earliest
+        after 2 + ``patience`` epochs). The weights of the last epoch are kept, as the
+        original's. The first epoch's validation loss is still reported."""
         flat, _ = check_frames(frames, self.frame_size)
         report = TrainingReport(samples=len(flat))
         if not 0.0 < validation < 1.0:
@@ -401,7 +405,8 @@ class AutoEncoder:
         best, strikes = math.inf, 0
         for epoch in range(max_epochs):
             loss = self._epoch(train, batch_size)
-            v = self._loss(val) if math.isfinite(loss) else float("nan")
+            ok = math.isfinite(loss) and self._weights_finite()
+            v = self._loss(val) if ok else float("nan")
             if not (math.isfinite(loss) and math.isfinite(v)):
                 self._recover(snap, report)
                 return report
@@ -409,7 +414,6 @@ class AutoEncoder:
             report.val_loss.append(v)
             report.epochs += 1
             if epoch == 0:
-                best = v
                 continue
             if v > best:
                 strikes += 1
@@ -419,8 +423,19 @@ class AutoEncoder:
                 best, strikes = v, 0
         return report
 
+    def _weights_finite(self) -> bool:
+        """Whether every weight and BatchNorm statistic is finite: an infinite gradient
+        makes Adam's step NaN even when the loss it came from was finite."""
+        return all(
+            bool(torch.isfinite(v).all())
+            for v in self.model.state_dict().values()
+            if v.is_floating_point()
+        )
+
     def _recover(self, snap: tuple[dict, dict], report: TrainingReport) -> None:
-        log.warning("autoencoder: non-finite loss; weights restored from before this training")
+        log.warning(
+            "autoencoder: non-finite loss or weights; weights restored from before this training"
+        )
         self._restore(snap)
         report.recovered = True
 
@@ -446,6 +461,20 @@ class AutoEncoder:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
+
+
+@contextlib.contextmanager
+def _cudnn_deterministic():
+    """cuDNN restricted to deterministic kernels, everything else about it left alone
+    (``torch.backends.cudnn.flags`` would also switch cuDNN off: its ``enabled`` defaults to
+    False)."""
+    cudnn = torch.backends.cudnn
+    before = (cudnn.deterministic, cudnn.benchmark)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = before
 
 
 def _clone(obj, cpu: bool = False):

@@ -472,11 +472,14 @@ class Taxons:
         if len(self.archive):
             latents = self.autoencoder.descriptors(self.archive["frames"])
             self.timing["features"] += time.perf_counter() - t1
-            if latents_collapsed(latents) or not np.all(np.isfinite(latents)):
+            finite = bool(np.all(np.isfinite(latents)))
+            if not finite or latents_collapsed(latents):
                 log.warning(
-                    "generation %d: the trained autoencoder maps every archive frame to one "
-                    "latent; training undone",
+                    "generation %d: the trained autoencoder maps %s; training undone",
                     self.generation,
+                    "every archive frame to one latent"
+                    if finite
+                    else "archive frames to non-finite latents",
                 )
                 self.autoencoder.load_state_dict(before)
                 self.recoveries += 1

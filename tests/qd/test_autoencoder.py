@@ -193,3 +193,60 @@ def test_tensor_swap_order_is_what_numpy_shuffle_does_to_a_torch_tensor():
     np.testing.assert_array_equal(np.sort(perm), np.arange(n))
     with pytest.raises(ValueError, match="shuffle must be one of"):
         ae.train_epochs(maze_frames(4, 0), epochs=1, shuffle="numpy")
+
+
+def test_deterministic_mode_keeps_cudnn_on_with_deterministic_kernels():
+    """``deterministic=True`` must restrict cuDNN to deterministic kernels, not switch it off
+    (``torch.backends.cudnn.flags`` defaults ``enabled`` to False), and restore the flags."""
+    cudnn = torch.backends.cudnn
+    before = (cudnn.enabled, cudnn.deterministic, cudnn.benchmark)
+    ae = AutoEncoder("stax", frame_size=32, seed=0, deterministic=True)
+    seen = []
+    ae.model.encoder.register_forward_hook(
+        lambda *_: seen.append((cudnn.enabled, cudnn.deterministic, cudnn.benchmark))
+    )
+    frames = maze_frames(4, 0)
+    ae.encode(frames)
+    ae.train_epochs(frames, epochs=1, batch_size=4)
+    assert seen and all(s == (before[0], True, False) for s in seen)
+    assert (cudnn.enabled, cudnn.deterministic, cudnn.benchmark) == before
+
+
+def test_early_stopping_validates_from_the_second_epoch():
+    """The original validates from epoch 2 on: its loss is the first best, and the 4th
+    consecutive increase after it stops the training, so a validation loss that rises every
+    epoch stops it after 2 + 4 = 6 epochs (the first epoch's loss is no baseline)."""
+    frames = maze_frames(20, 4)
+    ae = AutoEncoder("stax", frame_size=32, seed=0)
+    ae._epoch = lambda flat, batch_size, shuffle="permutation": 1.0
+    rising = iter(np.arange(1.0, 100.0))
+    ae._loss = lambda flat: float(next(rising))
+    report = ae.train_early_stopping(frames, max_epochs=20, batch_size=8, patience=4)
+    assert report.epochs == 6 and report.val_loss == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    # A first epoch better than everything after it does not count against the second.
+    ae = AutoEncoder("stax", frame_size=32, seed=0)
+    ae._epoch = lambda flat, batch_size, shuffle="permutation": 1.0
+    losses = iter([0.1, 5.0, 4.0, 3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    ae._loss = lambda flat: next(losses)
+    report = ae.train_early_stopping(frames, max_epochs=12, batch_size=8, patience=4)
+    assert report.epochs == 10
+
+
+def test_zero_frames_per_individual_is_named():
+    with pytest.raises(ValueError, match="k >= 1"):
+        AutoEncoder("stax", frame_size=32).encode(np.zeros((2, 0, 3, 32, 32), np.uint8))
+
+
+def test_infinite_gradient_under_a_finite_loss_restores_the_weights():
+    """One infinite gradient makes Adam's step NaN while the loss that produced it is finite;
+    a training whose last step does that must not hand back NaN weights as a success."""
+    frames = maze_frames(8, 5)
+    ae = AutoEncoder("stax", frame_size=32, seed=0)
+    before = {k: v.clone() for k, v in ae.model.state_dict().items()}
+    handle = next(ae.model.parameters()).register_hook(lambda g: g * float("inf"))
+    report = ae.train_epochs(frames, epochs=1, batch_size=8)
+    handle.remove()
+    assert report.recovered and report.epochs == 0
+    for k, v in ae.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert np.all(np.isfinite(ae.encode(frames)[0]))
