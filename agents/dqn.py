@@ -193,6 +193,8 @@ class DQNTrainer:
         self.env = make_env(config.env)
         self.obs_dim = int(self.env.observation_space.shape[0])
         self.n_actions = int(self.env.action_space.n)
+        # actions are 0..n-1 here (Q-network outputs, replay, models); the env's are start + a
+        self.action_start = int(self.env.action_space.start)
         self.seed_seq = np.random.SeedSequence(config.seed)
         env_seq, rng_seq, torch_seq = self.seed_seq.spawn(3)
         self.rng = np.random.default_rng(rng_seq)
@@ -288,7 +290,7 @@ class DQNTrainer:
             action = int(self.rng.integers(self.n_actions))
         else:
             action = int(self.learner.greedy(self.obs[None])[0])
-        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        next_obs, reward, terminated, truncated, _ = self.env.step(self.action_start + action)
         if not np.isfinite(next_obs).all() or not np.isfinite(reward):
             raise ValueError(
                 f"environment {self.config.env.id!r} returned a non-finite observation or "

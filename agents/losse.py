@@ -184,11 +184,11 @@ class LosseWorldModel(WorldModel):
         return {
             "encoder": self.encoder.state_dict(),
             "regressors": [r.state_dict() for r in self.regressors],
-            "clipped": self.bounds.clipped,
+            **self.bounds.counter_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.encoder = encoder_from_state_dict(state["encoder"])
         layout = FTL_LAYOUTS[self.params.layout]  # the state may come from either layout
         self.regressors = [layout.from_state_dict(s) for s in state["regressors"]]
-        self.bounds.clipped = state["clipped"]
+        self.bounds.load_counter_state(state)

@@ -92,16 +92,21 @@ class NNWorldModel(WorldModel):
         next_obs: np.ndarray,
         terminated: np.ndarray,
     ) -> None:
+        """Learn transitions (a batch of n as n single updates, one after another: the scale
+        comes from the first ``scale_from`` of them and a replay round falls where it would)."""
         x, y = model_targets(self.bounds, obs, reward, next_obs, terminated)
-        n = x.shape[0]
-        while self.stored + n > len(self.inputs):
+        inputs = self._inputs(x, action)
+        for i in range(x.shape[0]):
+            self._learn(inputs[i], y[i])
+
+    def _learn(self, inputs: np.ndarray, target: np.ndarray) -> None:
+        if self.stored == len(self.inputs):
             self.inputs = np.concatenate([self.inputs, np.zeros_like(self.inputs)])
             self.targets = np.concatenate([self.targets, np.zeros_like(self.targets)])
-        self.inputs[self.stored : self.stored + n] = self._inputs(x, action)
-        self.targets[self.stored : self.stored + n] = y
-        self.stored += n
-        before = self.seen
-        self.seen += x.shape[0]
+        self.inputs[self.stored] = inputs
+        self.targets[self.stored] = target
+        self.stored += 1
+        self.seen += 1
         if self.scale is None:
             if self.seen < self.params.scale_from:
                 return
@@ -123,7 +128,7 @@ class NNWorldModel(WorldModel):
             self.inputs[:rest] = self.inputs[done : self.stored]
             self.targets[:rest] = self.targets[done : self.stored]
             self.stored = rest
-        elif self.seen // p.replay_every > before // p.replay_every:
+        elif self.seen % p.replay_every == 0:
             for _ in range(p.replay_gradient_steps):
                 rows = self.rng.integers(0, self.stored, p.batch_size)
                 self._step(self.inputs[rows], self.targets[rows])
@@ -146,7 +151,7 @@ class NNWorldModel(WorldModel):
             "targets": self.targets[: self.stored].copy(),
             "seen": self.seen,
             "gradient_steps": self.gradient_steps,
-            "clipped": self.bounds.clipped,
+            **self.bounds.counter_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -161,4 +166,4 @@ class NNWorldModel(WorldModel):
         self.inputs[: self.stored] = state["inputs"]
         self.targets[: self.stored] = state["targets"]
         self.seen, self.gradient_steps = state["seen"], state["gradient_steps"]
-        self.bounds.clipped = state["clipped"]
+        self.bounds.load_counter_state(state)

@@ -48,6 +48,9 @@ class ObservationBounds:
             raise ValueError(f"observation bounds need low < high, got {low} and {high}")
         self.low, self.high = low, high
         self.clipped = 0
+        # the last next observation `count_transitions` counted: the next transition usually
+        # starts from it, and an observation is counted once
+        self.last_counted: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -55,17 +58,46 @@ class ObservationBounds:
 
     def normalize(self, obs: np.ndarray, count: bool = True) -> np.ndarray:
         """(n, dim) observations -> (n, dim) in [-1, 1]; rows with a clipped value are counted."""
+        x = self._unclipped(obs)
+        if count:
+            self.clipped += int(_outside(x).sum())
+        return np.clip(x, -1.0, 1.0)
+
+    def _unclipped(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, np.float64).reshape(-1, self.dim)
         if not np.isfinite(obs).all():
             raise ValueError(f"observation with a non-finite value: {obs[~np.isfinite(obs)][:3]}")
-        x = 2.0 * (obs - self.low) / (self.high - self.low) - 1.0
-        outside = (np.abs(x) > 1.0).any(axis=1)
-        if count:
-            self.clipped += int(outside.sum())
-        return np.clip(x, -1.0, 1.0)
+        return 2.0 * (obs - self.low) / (self.high - self.low) - 1.0
+
+    def count_transitions(self, obs: np.ndarray, next_obs: np.ndarray) -> None:
+        """Count the clipped observations of transitions (n, dim) given in the order they
+        happened, each observation once: a transition's observation is not counted again when
+        it is the previous transition's next observation (the same state seen twice)."""
+        obs = np.asarray(obs, np.float64).reshape(-1, self.dim)
+        next_obs = np.asarray(next_obs, np.float64).reshape(-1, self.dim)
+        before = np.full((1, self.dim), np.nan) if self.last_counted is None else self.last_counted
+        fresh = ~(obs == np.vstack([before, next_obs[:-1]])).all(axis=1)
+        outside = _outside(self._unclipped(obs)) & fresh
+        self.clipped += int(outside.sum() + _outside(self._unclipped(next_obs)).sum())
+        if len(next_obs):
+            self.last_counted = next_obs[-1:].copy()
+
+    def counter_state(self) -> dict:
+        """The clipping counter, for a model's checkpoint."""
+        last = None if self.last_counted is None else self.last_counted.copy()
+        return {"clipped": self.clipped, "clipped_last": last}
+
+    def load_counter_state(self, state: dict) -> None:
+        self.clipped = state["clipped"]
+        self.last_counted = state.get("clipped_last")  # absent from older checkpoints
 
     def denormalize(self, x: np.ndarray) -> np.ndarray:
         return self.low + (np.asarray(x) + 1.0) * 0.5 * (self.high - self.low)
+
+
+def _outside(x: np.ndarray) -> np.ndarray:
+    """Rows of unclipped normalised observations with a value outside [-1, 1]."""
+    return (np.abs(x) > 1.0).any(axis=1)
 
 
 def bounds_for(space: gym.spaces.Box, low: tuple = (), high: tuple = ()) -> ObservationBounds:
@@ -84,9 +116,12 @@ def model_targets(
     count: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised states x (n, dim) and targets (n, dim + 2) [next_x - x, reward, terminated]
-    of raw transitions (clipped observations counted unless ``count`` is False)."""
-    x = bounds.normalize(obs, count=count)
-    next_x = bounds.normalize(next_obs, count=count)
+    of raw transitions (clipped observations counted, each once, unless ``count`` is False:
+    `ObservationBounds.count_transitions`)."""
+    x = bounds.normalize(obs, count=False)
+    next_x = bounds.normalize(next_obs, count=False)
+    if count:
+        bounds.count_transitions(obs, next_obs)
     y = np.column_stack(
         [
             next_x - x,

@@ -115,11 +115,47 @@ def test_dyna_reports_model_figures_and_clipping():
     cls, config = _config(
         "dyna_cartpole.toml", [*QUICK, *DYNA_QUICK, "env.obs_high=[0.1, 4, 0.25, 4]"]
     )
-    _, rows = _run(cls, config)
+    trainer, rows = _run(cls, config)
     last = rows[-1]
     assert last["clipped_observations"] > 0  # x > 0.1 is common: clipped and counted
+    # each real observation once, though it is one transition's next and the next one's first
+    r, n = trainer.replay, len(trainer.replay)
+    continued = np.r_[(r.obs[1:n] == r.next_obs[: n - 1]).all(axis=1), False]
+    distinct = np.concatenate([r.obs[:n], r.next_obs[:n][~continued]])
+    b = trainer.model.bounds
+    outside = (np.abs(2.0 * (distinct - b.low) / (b.high - b.low) - 1.0) > 1.0).any(axis=1)
+    assert last["clipped_observations"] == outside.sum()
     assert last["model_pairs"] > 0 and last["model_failed_solves"] == 0
     assert last["imagined"] > 0 and last["planning_seconds_per_step"] > 0
+
+
+def test_discrete_actions_with_an_offset_reach_the_env_as_its_own():
+    """A Discrete(n, start) space: the agent's actions 0..n-1 are the env's start..start+n-1."""
+    import gymnasium as gym
+
+    taken = []
+
+    class Offset(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (2,))
+        action_space = gym.spaces.Discrete(3, start=-1)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            taken.append(int(action))
+            return np.zeros(2, np.float32), 0.0, False, False, {}
+
+    gym.register("sparserl-test/Offset-v0", entry_point=Offset, max_episode_steps=20)
+    try:
+        overrides = ["env.id=sparserl-test/Offset-v0", "env.obs_low=[]", "env.obs_high=[]"]
+        cls, config = _config("dqn_cartpole.toml", [*QUICK, *overrides])
+        trainer, _ = _run(cls, config, iterations=1)
+    finally:
+        gym.registry.pop("sparserl-test/Offset-v0")
+    assert set(taken) == {-1, 0, 1}
+    assert set(np.unique(trainer.replay.action[: len(trainer.replay)])) == {0, 1, 2}
 
 
 def test_bad_environments_are_named():

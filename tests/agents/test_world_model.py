@@ -228,3 +228,68 @@ def test_nn_model_keeps_units_of_outputs_constant_before_scaling():
     model.update(data["obs"], data["action"], -np.ones(n), data["next_obs"], np.zeros(n))
     np.testing.assert_array_equal(model.scale[-2:], [1.0, 1.0])
     assert np.all(model.scale[:-2] > 1e-3) and np.all(model.scale[:-2] != 1.0)
+
+
+def _chain(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Consecutive transitions of one stream (each starts where the previous one ended), a
+    third of its observations beyond the bounds [-1, 1]^2."""
+    states = np.random.default_rng(seed).uniform(-1.5, 1.5, (n + 1, 2))
+    return {
+        "obs": states[:-1],
+        "action": np.arange(n) % 2,
+        "reward": np.zeros(n),
+        "next_obs": states[1:],
+        "terminated": np.zeros(n),
+    }
+
+
+@pytest.mark.parametrize("kind", ["losse", "nn_online"])
+def test_clipped_observations_are_counted_once_each(kind):
+    """Each observation is the next observation of one transition and the first of the next:
+    clipped, it is counted once, whether the transitions come one at a time, in a batch, or
+    across a save and reload."""
+    data = _chain(60)
+    states = np.vstack([data["obs"], data["next_obs"][-1:]])
+    expected = int((np.abs(states) > 1.0).any(axis=1).sum())
+    fields = ("obs", "action", "reward", "next_obs", "terminated")
+
+    def make():
+        bounds = ObservationBounds(-np.ones(2), np.ones(2))
+        if kind == "losse":
+            return LosseWorldModel(bounds, 2, LosseParams(num_grids=5), np.random.default_rng(0))
+        return NNWorldModel(bounds, 2, NNModelParams(hidden=(8,), scale_from=10), "online", 0)
+
+    single, batch = make(), make()
+    for i in range(60):
+        single.update(*(data[f][i : i + 1] for f in fields))
+    batch.update(*(data[f] for f in fields))
+    assert single.bounds.clipped == batch.bounds.clipped == expected
+    first, resumed = make(), make()
+    first.update(*(data[f][:30] for f in fields))
+    resumed.load_state_dict(pickle.loads(pickle.dumps(first.state_dict())))
+    resumed.update(*(data[f][30:] for f in fields))
+    assert resumed.bounds.clipped == expected
+    # a stream that jumps (a new episode, a held-out transition) counts its new start
+    jump = make()
+    jump.update(*(data[f][:10] for f in fields))
+    jump.update(*(data[f][11:] for f in fields))
+    assert jump.bounds.clipped == int((np.abs(np.delete(states, 11, 0)) > 1).any(axis=1).sum())
+
+
+@pytest.mark.parametrize("mode", ["replay", "online"])
+def test_nn_model_learns_a_batch_as_single_updates(mode):
+    """The scale comes from the first ``scale_from`` transitions and replay rounds fall every
+    ``replay_every`` of them, whether they come one at a time or in one batch."""
+    data = _transitions(450)
+    fields = ("obs", "action", "reward", "next_obs", "terminated")
+    params = NNModelParams(hidden=(16,), replay_every=100, replay_gradient_steps=3, scale_from=200)
+    bounds = ObservationBounds(-np.ones(2), np.ones(2))
+    batch = NNWorldModel(bounds, 2, params, mode, seed=0)
+    single = NNWorldModel(bounds, 2, params, mode, seed=0)
+    batch.update(*(data[f] for f in fields))
+    for i in range(450):
+        single.update(*(data[f][i : i + 1] for f in fields))
+    assert batch.gradient_steps == single.gradient_steps > 0
+    np.testing.assert_array_equal(batch.scale, single.scale)
+    for a, b in zip(batch.net.parameters(), single.net.parameters(), strict=True):
+        assert bool((a == b).all())
