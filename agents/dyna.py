@@ -28,6 +28,7 @@ Budget unit: environment steps. The paper's Dyna settings are not public (world_
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,6 +40,17 @@ from agents.losse import LosseParams, LosseWorldModel
 from agents.nn_world_model import NNModelParams, NNWorldModel
 from agents.replay import ReplayBuffer
 from agents.world_model import bounds_for, check_on_bounds, heldout_errors, imagine
+
+log = logging.getLogger(__name__)
+
+# Counters of trouble the metrics carry, warned about (once per metrics row) when they grow.
+_WARN_ON = {
+    "clipped_observations": "observations outside the model's bounds, clipped (env.obs_low/high)",
+    "model_ill_conditioned": "ill-conditioned Losse solves (still applied; a larger losse.eps "
+    "regularises them)",
+    "model_failed_solves": "failed Losse solves (the sample kept, the weights not moved; raise "
+    "losse.eps)",
+}
 
 __all__ = ["DynaConfig", "DynaTrainer", "PlanningParams"]
 
@@ -96,6 +108,7 @@ class DynaTrainer(DQNTrainer):
         self.model_seconds = 0.0
         self.planning_seconds = 0.0
         self._iteration_seconds = (0.0, 0.0)
+        self._warned = dict.fromkeys(_WARN_ON, 0)
 
     # -- hooks ------------------------------------------------------------------------------
     def on_transition(
@@ -165,7 +178,7 @@ class DynaTrainer(DQNTrainer):
         else:
             names = ("model_error_state", "model_error_reward", "model_error_done")
             errors = dict.fromkeys(names, float("nan"))
-        return {
+        figures = {
             **errors,
             "model_seconds_per_step": model_s / n,
             "planning_seconds_per_step": plan_s / n,
@@ -173,6 +186,22 @@ class DynaTrainer(DQNTrainer):
             "clipped_observations": self.model.bounds.clipped,
             **self.model.figures(),
         }
+        self._warn_on_counters(figures)
+        return figures
+
+    def _warn_on_counters(self, figures: dict[str, float]) -> None:
+        """Log a warning for each trouble counter that grew since the last metrics row."""
+        for key, what in _WARN_ON.items():
+            total = int(figures.get(key, 0))
+            if total > self._warned[key]:
+                log.warning(
+                    "step %d: %d new %s, %d in all",
+                    self.env_steps,
+                    total - self._warned[key],
+                    what,
+                    total,
+                )
+            self._warned[key] = total
 
     def _heldout_batch(self) -> dict[str, np.ndarray]:
         h = self.heldout

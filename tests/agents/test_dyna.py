@@ -111,13 +111,17 @@ def test_resume_gives_the_same_run(name, extra):
         assert len(full.imagined) > 0 and len(full.heldout) == 20
 
 
-def test_dyna_reports_model_figures_and_clipping():
+def test_dyna_reports_model_figures_and_clipping(caplog):
     cls, config = _config(
         "dyna_cartpole.toml", [*QUICK, *DYNA_QUICK, "env.obs_high=[0.1, 4, 0.25, 4]"]
     )
-    trainer, rows = _run(cls, config)
+    with caplog.at_level("WARNING", logger="agents.dyna"):
+        trainer, rows = _run(cls, config)
     last = rows[-1]
     assert last["clipped_observations"] > 0  # x > 0.1 is common: clipped and counted
+    # and warned about as it grows, the warnings' new counts adding up to the total
+    warned = [r.args[1] for r in caplog.records if "clipped" in r.getMessage()]
+    assert warned and sum(warned) == last["clipped_observations"]
     # each real observation once, though it is one transition's next and the next one's first
     r, n = trainer.replay, len(trainer.replay)
     continued = np.r_[(r.obs[1:n] == r.next_obs[: n - 1]).all(axis=1), False]
