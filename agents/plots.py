@@ -40,9 +40,17 @@ def plot_run(run_dir: Path) -> list[Path]:
 
 
 def _stack(runs: list[dict[str, np.ndarray]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Steps and a (seeds, rows) array of ``key``, cut to the shortest run."""
-    n = min(len(r["step"]) for r in runs)
-    return runs[0]["step"][:n], np.array([r[key][:n] for r in runs])
+    """Steps and a (seeds, steps) array of ``key`` on a common step grid: every run's row steps
+    up to the end of the shortest run, each run read there as a step function (its last row at
+    or before the step; NaN before its first row), so runs logged every 500 and every 1000
+    steps align."""
+    end = min(r["step"][-1] for r in runs)
+    grid = np.unique(np.concatenate([r["step"][r["step"] <= end] for r in runs]))
+    values = []
+    for r in runs:
+        idx = np.searchsorted(r["step"], grid, side="right") - 1
+        values.append(np.where(idx >= 0, r[key][np.maximum(idx, 0)], np.nan))
+    return grid, np.array(values)
 
 
 def plot_comparison(groups: dict[str, list[Path]], out_dir: Path) -> list[Path]:
@@ -96,11 +104,36 @@ def plot_comparison(groups: dict[str, list[Path]], out_dir: Path) -> list[Path]:
     return paths
 
 
+def _budget(run_dir: Path) -> float | None:
+    """The run's ``budget`` (environment steps) from its ``config.toml``, if it has one."""
+    import tomllib
+
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        return None
+    with path.open("rb") as fh:
+        budget = tomllib.load(fh).get("budget")
+    return float(budget) if isinstance(budget, int | float) else None
+
+
+def unfinished(dirs: list[Path]) -> list[Path]:
+    """The run folders whose last ``metrics.csv`` row is short of their config's budget (an
+    interrupted or still running run): `summarize` leaves them out."""
+    out = []
+    for d in dirs:
+        m, budget = read_metrics(d), _budget(d)
+        if m and budget is not None and m["step"][-1] < budget:
+            out.append(Path(d))
+    return out
+
+
 def summarize(groups: dict[str, list[Path]]) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """label -> figure -> (mean, std, seeds) over the groups' finished runs."""
+    """label -> figure -> (mean, std, seeds) over the groups' finished runs (`unfinished` ones
+    are left out: their mean and last-10 returns are of a shorter run)."""
     table = {}
     for label, dirs in groups.items():
-        runs = [m for m in (read_metrics(d) for d in dirs) if m]
+        short = set(unfinished(dirs))
+        runs = [m for m in (read_metrics(d) for d in dirs if Path(d) not in short) if m]
         if not runs:
             continue
         figures = {
@@ -162,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
         if missing:
             parser.error(f"{missing[0]}: no metrics.csv (not a run folder?)")
     print(format_summary(summarize(groups)))
+    for label, dirs in groups.items():
+        for d in unfinished(dirs):
+            print(f"note: {label}: {d} has not reached its budget; left out of the table")
     for path in plot_comparison(groups, Path(args.out)):
         print(path)
 

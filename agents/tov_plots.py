@@ -102,7 +102,8 @@ def plot_probes(probe_rows: list[dict], root: Path) -> Path:
     probes = list(dict.fromkeys(r["probe"] for r in summary))
     value = {(r["encoder"], r["probe"]): r["mean_f1"] for r in summary}
     fig, ax = new_figure(figsize=(2.2 + 1.6 * len(encoders) * len(probes), 4))
-    width = 0.8 / (len(probes) + ("action" in probes))
+    bars_per_encoder = len(probes) + ("action" in probes)  # the paper's bar beside ours
+    width = 0.8 / bars_per_encoder
     x = np.arange(len(encoders))
     for j, probe in enumerate(probes):
         ys = [value.get((e, probe), np.nan) for e in encoders]
@@ -112,7 +113,7 @@ def plot_probes(probe_rows: list[dict], root: Path) -> Path:
         ys = [PAPER_ACTION_PROBE.get(e, np.nan) for e in encoders]
         bars = ax.bar(x + len(probes) * width, ys, width, hatch="//", fill=False, label="paper")
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks(x + width * (len(probes) - 1) / 2, encoders, rotation=15)
+    ax.set_xticks(x + width * (bars_per_encoder - 1) / 2, encoders, rotation=15)
     ax.set(ylabel="mean weighted F1 over games", title="linear probes on frozen encoders")
     ax.legend()
     path = Path(root) / "plots" / "probes.png"

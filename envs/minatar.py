@@ -11,7 +11,9 @@ MinAtar's own (``minatar.Environment``); this wrapper only fixes what our agents
   no-op, left, right), as ``Discrete(n)``.
 - Sticky actions with probability 0.1 and difficulty ramping, MinAtar's defaults (options).
 - Seeding: ``reset(seed=s)`` seeds the game's RandomState (its sticky actions and its own
-  draws) from the Gymnasium generator, so a seed fixes the whole episode.
+  draws) from the Gymnasium generator and clears the sticky last action (MinAtar keeps it
+  across resets, as unseeded resets here do), so a seed fixes the whole episode, whatever the
+  environment played before.
 - No step cap: MinAtar ends its episodes itself (Breakout when the ball is missed, Freeway
   after 2 500 steps); wrap in ``gymnasium.wrappers.TimeLimit`` for one.
 - ``render_mode="rgb_array"``: each cell painted in the colour of its highest channel (black
@@ -83,6 +85,11 @@ class MinAtar(gym.Env):
         # Every reset draws the game's seed from the Gymnasium generator: seeded episodes
         # repeat, unseeded ones continue the stream.
         self.game.seed(int(self.np_random.integers(2**31 - 1)))
+        if seed is not None:
+            # MinAtar keeps the last action across its resets (a sticky first step repeats the
+            # previous episode's); a seeded episode starts as a fresh game does, from no-op, so
+            # the seed fixes it. Unseeded resets keep MinAtar's own behaviour.
+            self.game.last_action = 0
         self.game.reset()
         return self._obs(), {}
 

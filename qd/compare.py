@@ -6,10 +6,13 @@ algorithm and environment differ in other settings (``taxons.variant``, ``taxons
 ``budget``...), each setting that differs is added to the label as ``key=value``, so TAXONS and
 NT runs, or two schedules, are separate groups. Only ``seed`` never splits a group. Each run's curve
 (``metrics.csv``: ``step`` against the metric) is a step function (a figure holds from the row
-that reports it until the next), read on a common grid of 200 points from 0 to the smallest
-final ``step`` of the group's runs; the plot shows the mean and a band of +- one standard
-deviation (population std over the seeds). ``compare`` also returns the final figures per group
-through `summarise`, which prints as a table.
+that reports it until the next; a row with an empty or NaN cell does not report it), read on a
+common grid of 200 points from 0 to the group's common end: the smallest final ``step`` of its
+runs, where a run's last row, which passes the ``budget`` by at most one generation or chunk,
+counts as ending at the budget (so finished runs end together). The plot shows the mean and a
+band of +- one standard deviation (population std over the seeds). ``compare`` also returns the
+figures per group at that common end through `summarise`, which prints as a table: the value
+the plot ends at, every run read at the same step, also when one of them has not finished.
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ class RunCurve:
     step: np.ndarray
     value: np.ndarray
     settings: dict = field(default_factory=dict, compare=False, repr=False)
+    budget: float | None = None
+    last_step: float | None = None  # of the run's last row, which may not report the metric
+
+    @property
+    def end(self) -> float:
+        """The step of the run's last row, or the budget when that row passes it."""
+        last = float(self.step[-1] if self.last_step is None else self.last_step)
+        return last if self.budget is None else min(last, self.budget)
 
 
 def flat_settings(config: dict, prefix: str = "") -> dict[str, object]:
@@ -62,15 +73,23 @@ def load_curve(run_dir: str | Path, metric: str) -> RunCurve:
     if metric not in metrics:
         known = ", ".join(k for k in metrics if k not in ("step", "wall_time"))
         raise ValueError(f"{run_dir}: no metric {metric!r} in metrics.csv (known: {known})")
+    # A row whose cell is empty or NaN does not report the metric (a column added on resume,
+    # a figure only some iterations have): the previous value holds.
+    reported = ~np.isnan(metrics[metric])
+    if not reported.any():
+        raise ValueError(f"{run_dir}: metric {metric!r} has no value in metrics.csv yet")
     env = config.get("env", {}).get("id", "")
     label = f"{config.get('algorithm', '?')} {env}".strip()
+    budget = config.get("budget")
     return RunCurve(
         run_dir,
         label,
         int(config.get("seed", 0)),
-        metrics["step"],
-        metrics[metric],
+        metrics["step"][reported],
+        metrics[metric][reported],
         flat_settings(config),
+        float(budget) if isinstance(budget, int | float) else None,
+        float(metrics["step"][-1]),
     )
 
 
@@ -101,8 +120,10 @@ def _show(value: object) -> str:
 
 
 def on_grid(curve: RunCurve, grid: np.ndarray) -> np.ndarray:
-    """The step function of ``curve`` at ``grid`` (before the first row: the first value)."""
-    idx = np.searchsorted(curve.step, grid, side="right") - 1
+    """The step function of ``curve`` at ``grid`` (before the first row: the first value; the
+    last row from `RunCurve.end` on)."""
+    step = curve.step if curve.budget is None else np.minimum(curve.step, curve.budget)
+    idx = np.searchsorted(step, grid, side="right") - 1
     return curve.value[np.clip(idx, 0, len(curve.value) - 1)]
 
 
@@ -114,19 +135,28 @@ def group_curves(curves: list[RunCurve]) -> dict[str, list[RunCurve]]:
 
 
 def summarise(curves: list[RunCurve]) -> dict[str, dict[str, float]]:
-    """Per group: number of runs, mean and std of the final value, and the seeds."""
+    """Per group: number of runs, mean and std of the value at the group's common end (the
+    plot's last point), that ``step``, the seeds, and the seeds of the runs that end before
+    the others (``short``: an unfinished run holds the whole group back to its step)."""
     return _summary(group_curves(curves))
+
+
+def common_end(runs: list[RunCurve]) -> float:
+    return min(r.end for r in runs)
 
 
 def _summary(groups: dict[str, list[RunCurve]]) -> dict[str, dict[str, float]]:
     out = {}
     for label, runs in groups.items():
-        finals = np.array([r.value[-1] for r in runs])
+        end = common_end(runs)
+        finals = np.array([on_grid(r, np.array([end]))[0] for r in runs])
         out[label] = {
             "runs": len(runs),
             "mean": float(finals.mean()),
             "std": float(finals.std()),
             "seeds": sorted(r.seed for r in runs),
+            "step": end,
+            "short": sorted(r.seed for r in runs if r.end == end < max(q.end for q in runs)),
         }
     return out
 
@@ -145,7 +175,7 @@ def compare(
     groups = group_curves(curves)
     fig, ax = new_figure(figsize=(7, 4.5))
     for label, runs in groups.items():
-        end = min(float(r.step[-1]) for r in runs)
+        end = common_end(runs)
         grid = np.linspace(0.0, end, GRID_POINTS)
         values = np.stack([on_grid(r, grid) for r in runs])
         mean, std = values.mean(axis=0), values.std(axis=0)
@@ -164,5 +194,9 @@ def compare(
 def format_summary(summary: dict[str, dict[str, float]], metric: str) -> str:
     lines = [f"{metric} at the end of each run (mean ± std over seeds):"]
     for label, s in summary.items():
-        lines.append(f"  {label}: {s['mean']:.4g} ± {s['std']:.2g} ({s['runs']} runs)")
+        line = f"  {label}: {s['mean']:.4g} ± {s['std']:.2g} ({s['runs']} runs)"
+        if s.get("short"):
+            seeds = ", ".join(map(str, s["short"]))
+            line += f"; all read at step {s['step']:g}, where seed(s) {seeds} end"
+        lines.append(line)
     return "\n".join(lines)

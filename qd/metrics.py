@@ -26,9 +26,23 @@ class CoverageGrid:
         self.low, self.high, self.bins = low, high, bins
         self.counts = np.zeros((bins,) * low.size, dtype=np.int64)
 
+    def _points(self, points: np.ndarray) -> np.ndarray:
+        """``points`` as rows of ``low.size`` coordinates (a 1-D array: one point, or one value
+        per point in a one-dimensional grid)."""
+        points = np.asarray(points, dtype=np.float64)
+        dim = self.low.size
+        if points.ndim == 1:
+            points = points[:, None] if dim == 1 else points[None]
+        if points.ndim != 2 or points.shape[1] != dim:
+            raise ValueError(
+                f"coverage grid of {dim} dimensions: expected points of shape (n, {dim}), "
+                f"got {points.shape}"
+            )
+        return points
+
     def cells(self, points: np.ndarray) -> np.ndarray:
         """Cell index per point (``-1`` rows for points outside the limits)."""
-        points = np.asarray(points, dtype=np.float64).reshape(-1, self.low.size)
+        points = self._points(points)
         idx = np.empty(points.shape, dtype=np.int64)
         for d in range(self.low.size):
             # histogramdd's own rule: searchsorted on the linspace edges (a point exactly on an
@@ -42,6 +56,16 @@ class CoverageGrid:
         return idx
 
     def add(self, points: np.ndarray) -> None:
+        """Count ``points`` (n, dim); a NaN or infinite coordinate is an error, not a point
+        outside the limits: it is a broken rollout, which must not vanish from the coverage."""
+        points = self._points(points)
+        bad = ~np.all(np.isfinite(points), axis=1)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise ValueError(
+                f"coverage: NaN or inf in {int(bad.sum())} of the {len(points)} ground-truth "
+                f"descriptors to add (first: row {first}, {points[first].tolist()})"
+            )
         idx = self.cells(points)
         idx = idx[idx[:, 0] >= 0]
         np.add.at(self.counts, tuple(idx.T), 1)

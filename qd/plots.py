@@ -101,8 +101,9 @@ def plot_coverage_curve(metrics: dict[str, np.ndarray], path: Path, title: str) 
 def plot_coverage_heatmap(trainer: Any, path: Path) -> Path:
     task = QDTask(trainer.task_key)
     counts = trainer.coverage.counts
-    if counts.ndim != 2:
-        counts = counts.reshape(counts.shape[0], -1)
+    # The map is over the first two dimensions: further ones are summed out (flattening them
+    # into the second axis would draw a cell at a y it does not have).
+    counts = counts.sum(axis=tuple(range(2, counts.ndim)))
     fig, ax = new_figure(figsize=(6.5, 5.5))
     lo, hi = task.gt_low[:2], task.gt_high[:2]
     _draw_background(ax, task, alpha=0.35)

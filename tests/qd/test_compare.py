@@ -92,3 +92,37 @@ def test_bad_input(runs, tmp_path):
         compare(runs, "coverage", tmp_path / "x.txt")
     with pytest.raises(ValueError, match="at least one run folder"):
         compare([], "coverage", tmp_path / "x.png")
+
+
+def test_summary_reads_every_run_where_the_plot_ends(tmp_path):
+    # Seed 2 was interrupted at 1100 of its 3000 evaluations: the plot stops there, and the
+    # summary must not average its 1100 value with the others' values at 3100.
+    runs = [
+        fake_run(tmp_path, "s0", "ns", 0, [100, 1100, 2100, 3100], [0.1, 0.2, 0.3, 0.4]),
+        fake_run(tmp_path, "s1", "ns", 1, [100, 1100, 2100, 3100], [0.1, 0.3, 0.5, 0.6]),
+        fake_run(tmp_path, "s2", "ns", 2, [100, 1100], [0.1, 0.2]),
+    ]
+    s = summarise([load_curve(r, "coverage") for r in runs])["ns sparserl/HardMaze-v0"]
+    assert s["mean"] == pytest.approx(0.7 / 3) and s["step"] == 1100 and s["short"] == [2]
+    assert "all read at step 1100, where seed(s) 2 end" in format_summary({"ns": s}, "coverage")
+    # Finished runs end together: a last row past the budget (3000) by a generation or a
+    # chunk counts as ending at the budget, whatever the overshoot.
+    done = [*runs[:2], fake_run(tmp_path, "s3", "ns", 3, [100, 1100, 2100, 3005], [0, 0, 0, 1])]
+    s = summarise([load_curve(r, "coverage") for r in done])["ns sparserl/HardMaze-v0"]
+    assert s["mean"] == pytest.approx(2.0 / 3) and s["step"] == 3000 and s["short"] == []
+    assert format_summary({"ns": s}, "coverage").endswith("(3 runs)")
+
+
+def test_rows_without_the_metric_hold_the_previous_value(tmp_path):
+    runs = [
+        fake_run(tmp_path, "a", "ns", 0, [100, 1100, 2100], [0.1, 0.2, 0.4]),
+        fake_run(tmp_path, "b", "ns", 1, [100, 1100, 2100], ["", 0.3, "nan"]),
+    ]
+    curve = load_curve(runs[1], "coverage")
+    np.testing.assert_allclose(on_grid(curve, np.array([0, 1100, 2100])), [0.3, 0.3, 0.3])
+    out, summary = compare(runs, "coverage", tmp_path / "c.png")
+    assert summary["ns sparserl/HardMaze-v0"]["mean"] == pytest.approx(0.35)
+    assert summary["ns sparserl/HardMaze-v0"]["step"] == 2100
+    empty = fake_run(tmp_path, "c", "ns", 2, [100], [""])
+    with pytest.raises(ValueError, match="metric 'coverage' has no value in metrics.csv yet"):
+        load_curve(empty, "coverage")

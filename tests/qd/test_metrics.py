@@ -69,3 +69,36 @@ def test_archived_rewards_count_only_kept_individuals():
     both = archived_rewards(3, archive, None, rewards)
     assert [both[f"archived_reward_{a}"] for a in range(3)] == [0.9, 0.3, 0.2]
     assert archived_rewards(2) == {"archived_reward_0": 0.0, "archived_reward_1": 0.0}
+
+
+def test_coverage_rejects_non_finite_and_misshapen_points():
+    grid = CoverageGrid(np.zeros(2), np.ones(2), bins=10)
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 of the 2 .* row 0, \[nan, 0.5\]"):
+        grid.add(np.array([[np.nan, 0.5], [0.2, 0.2]]))
+    with pytest.raises(ValueError, match=r"expected points of shape \(n, 2\), got \(2, 3\)"):
+        grid.add(np.array([[0.1, 0.9, 0.5], [0.3, 0.3, 0.3]]))
+    assert grid.counts.sum() == 0  # nothing counted from a rejected batch
+    grid.add(np.array([0.25, 0.75]))  # one point as a row
+    grid.add(np.array([[2.0, 0.5], [0.25, 0.75]]))  # outside the limits: not counted
+    assert grid.counts[2, 7] == 2 and grid.counts.sum() == 2
+    line = CoverageGrid(np.zeros(1), np.ones(1), bins=4)
+    line.add(np.array([0.1, 0.9, 0.95]))  # a one-dimensional descriptor, one value per point
+    assert line.counts.tolist() == [1, 0, 0, 2]
+
+
+def test_coverage_heatmap_of_a_3d_ground_truth_sums_out_the_third_axis(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import qd.plots
+    from envs.qd_task import TaskKey
+
+    grid = CoverageGrid(np.zeros(3), np.ones(3), bins=4)
+    grid.add(np.array([[0.1, 0.1, 0.9], [0.1, 0.1, 0.1], [0.6, 0.9, 0.5]]))
+    key = TaskKey("sparserl/Curling-v0", descriptor_low=(0.0,) * 3, descriptor_high=(1.0,) * 3)
+    figures = []
+    monkeypatch.setattr(qd.plots, "save_figure", lambda fig, path: figures.append(fig))
+    qd.plots.plot_coverage_heatmap(SimpleNamespace(task_key=key, coverage=grid), tmp_path)
+    drawn = np.ma.filled(figures[0].axes[0].images[-1].get_array(), -np.inf)
+    expected = np.full((4, 4), -np.inf)  # rows: descriptor 1's bins, columns: descriptor 0's
+    expected[0, 0], expected[3, 2] = np.log10(2), 0.0
+    np.testing.assert_allclose(drawn, expected)
