@@ -78,11 +78,13 @@ def _physics_floor(env: gym.Env, actions: np.ndarray, seed: int) -> float:
     return time.process_time() - t0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.antmaze", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--genomes", type=int, default=3, help="genomes (episodes per method)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per genome and method")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for name in ("genomes", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")

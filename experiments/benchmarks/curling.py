@@ -39,11 +39,16 @@ def _genomes(n: int, seed: int) -> np.ndarray:
     return np.clip(rng.normal(size=(n, mlp.genome_size(SIZES))), -5.0, 5.0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.curling", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--genomes", type=int, default=2000, help="compiled-path genomes")
     parser.add_argument("--box2d-genomes", type=int, default=200, help="Box2D genomes")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for name in ("genomes", "box2d_genomes"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
     genomes = _genomes(args.genomes, SEED)
     t0 = time.perf_counter()

@@ -17,7 +17,7 @@ termination probability, and the error of the DQN target the imagined transition
 r + gamma (1 - p) max_a Q_target(s'), against the true one (mean absolute error and mean, i.e.
 bias); over all starts and split by whether the imagined action is the one the replay took
 there ("other": (s, a) pairs the model may never have seen). Update cost: CPU milliseconds per
-model update.
+model update (Numba's compile or cache load done before, and reported apart).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from agents.features import ENCODERS
 from agents.losse import LosseWorldModel
 from agents.nn_world_model import NNWorldModel
 from agents.world_model import WorldModel, bounds_for, imagine
+from experiments.benchmarks.transitions import warm_up
 from experiments.machine import describe
 from experiments.registry import load_config
 
@@ -136,6 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(
         f"experiments/configs/dyna_{args.task}.toml", [f"seed={args.seed}", *args.set]
     )
+    if args.every % config.steps_per_iteration:
+        raise SystemExit(
+            f"--every {args.every}: scores are taken between iterations, so it must be a "
+            f"multiple of steps_per_iteration ({config.steps_per_iteration})"
+        )
     torch.set_num_threads(config.dqn.torch_threads)
     trainer = DynaTrainer(config)
     joint = config.dyna.model == "losse" and config.losse.actions == "joint"
@@ -144,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     # the run's own model's), so "losse" and "losse-joint" differ by the encoding alone
     shadows = {name: make_model(name, trainer, seed=args.seed + 1000) for name in args.models}
     cost = dict.fromkeys(shadows, 0.0)
+    # Numba's compile (or cache load) outside every model's update cost, the run's own included
+    compile_s = sum(warm_up(model) for model in (trainer.model, *shadows.values()))
     learn = trainer.on_transition
 
     def on_transition(obs, action, reward, next_obs, terminated):  # noqa: ANN001
@@ -160,7 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     sim = gym.make(config.env.id).unwrapped
     sim.reset(seed=args.seed)
     rng = np.random.default_rng(args.seed)
-    print(f"{config.env.id}, seed {args.seed}, {config.budget} steps; scores every {args.every}")
+    print(
+        f"{config.env.id}, seed {args.seed}, {config.budget} steps; scores every {args.every}; "
+        f"numba compile (or cache load) and first calls, outside the timings: {compile_s:.2f} s"
+    )
     head = (
         f"{'step':>6} {'model':<24} {'ms/upd':>7} {'state MSE':>9} {'(other)':>9} "
         f"{'Brier':>8} {'target MAE':>10} {'(taken)':>8} {'(other)':>8} {'bias':>7}"

@@ -145,6 +145,11 @@ def learned_rule(args: argparse.Namespace) -> None:
     rel_total = time.perf_counter() - t0
     rel_nodes = m.getNTotalNodes()
     m.freeProb()
+    if not policy.times["forward"]:
+        raise SystemExit(
+            f"set cover {args.rows} x {args.cols}: solved without branching, no node to time "
+            "(give a larger --rows / --cols)"
+        )
 
     med = {k: 1e3 * statistics.median(v) for k, v in policy.times.items()}
     overhead = med["observation"] + med["batch"] + med["forward"]
@@ -233,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--transitions", type=int, default=600, help="replay size for part 2")
     p.add_argument("--skip-revibranch", action="store_true")
     args = p.parse_args(argv)
+    for name in ("nodes", "rows", "cols", "updates", "transitions"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s)")
     learned_rule(args)
     if not args.skip_revibranch:

@@ -1,6 +1,6 @@
 """HardMaze benchmark: one 2000-step episode, compiled batch path vs the Gymnasium API.
 
-    python -m experiments.benchmarks.hardmaze
+    python -m experiments.benchmarks.hardmaze [--genomes 2000]
 
 Episode: the 63-parameter SERENE controller (5 -> [5, 5] -> 2) for 2000 steps, genomes drawn
 N(0, 1) clipped to [-5, 5] from a fixed seed (like NS's initial population).
@@ -9,9 +9,10 @@ N(0, 1) clipped to [-5, 5] from a fixed seed (like NS's initial population).
   the batch loop in Numba, one core), best of ``REPEATS``, per episode;
 - gym loop: ``gymnasium.make("sparserl/HardMaze-v0")`` stepped from Python with the controller
   computed by ``kernels.mlp.forward_reference`` (NumPy), over ``N_GYM`` genomes, per episode.
-- executors: a batch of 2000 genomes (items of 10, as novelty search sends them) with the
-  serial and the Ray executor, after measuring the machine's effective parallelism
-  (`experiments.benchmarks.parallelism`); Ray's speed-up over serial is reported against it.
+- executors: a batch of ``--genomes`` genomes (2000 by default; items of 10, as novelty search
+  sends them) with the serial and the Ray executor, after measuring the machine's effective
+  parallelism (`experiments.benchmarks.parallelism`); Ray's speed-up over serial is reported
+  against it.
 Numba compile time (or cache load, when the on-disk cache is warm) is reported apart. Timings
 are wall-clock, with the process's CPU time beside them: run it on an idle machine (the header
 prints the load average).
@@ -19,6 +20,7 @@ prints the load average).
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -130,7 +132,14 @@ def bench_executor(n_genomes: int = 2000, repeats: int = 3) -> None:
     print(f"  speed-up {speedup:.2f}x = {100 * speedup / p:.0f}% of the effective parallelism")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.hardmaze", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--genomes", type=int, default=2000, help="batch of the executor part")
+    args = parser.parse_args(argv)
+    if args.genomes < 1:
+        parser.error(f"--genomes must be >= 1, got {args.genomes}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"HardMaze episode: {hardmaze.DEFAULT_MAX_STEPS} steps, controller 5 -> "
@@ -138,7 +147,7 @@ def main() -> None:
         f"gym episodes; cpus {os.cpu_count()}, load average {load:.2f}"
     )
     bench_episode()
-    bench_executor()
+    bench_executor(args.genomes)
 
 
 if __name__ == "__main__":

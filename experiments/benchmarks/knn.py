@@ -17,6 +17,7 @@ All timings are best of ``REPEATS`` (cdist+argsort: 2); Numba compile (or cache 
 reported apart.
 """
 
+import argparse
 import os
 import time
 from collections.abc import Callable
@@ -111,7 +112,11 @@ def _bench(dim: int, n: int, rng: np.random.Generator) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.knn", description=__doc__.split("\n")[0]
+    )
+    parser.parse_args(argv)
     print(
         f"kNN novelty, one generation: {N_TRANSIENT} queries, k = {DEFAULT_K}, "
         f"+{N_ADD} archive points; index averaged over {GENERATIONS} generations; "

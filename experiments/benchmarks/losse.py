@@ -44,8 +44,11 @@ Numba compile (or cache load) time is reported apart.
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_var] = "1"
+# Run as a script only: a process that imports this module (a test) keeps its own settings, and
+# its Numba, whose thread count cannot change once its threads have started.
+if __name__ == "__main__":
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[_var] = "1"
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
@@ -293,8 +296,10 @@ def _against_baseline(label: str, r: dict) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.losse", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--baseline", help="another version's kernels/losse.py to time on the same streams"
     )
@@ -311,7 +316,7 @@ def main() -> None:
     workload.add_argument(
         "--acrobot", action="store_true", help="Acrobot transitions instead of the random walk"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         chosen = [SIZES[int(i)] for i in args.sizes.split(",")]
     except (ValueError, IndexError):

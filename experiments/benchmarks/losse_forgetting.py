@@ -32,7 +32,8 @@ losse.num_grids=6 --set losse.bin_dim=5`` for another encoding; the Losse rows s
 - NN online (single pass, minibatches of the 16 newest) and NN replay (all data, retrained
   every 250 transitions): `agents.nn_world_model` with the Dyna configs' settings.
 
-Prints per model the held-out errors at each checkpoint, last / lowest, and CPU seconds.
+Prints per model the held-out errors at each checkpoint, last / lowest, and CPU seconds (Numba's
+compile or cache load done before, and reported apart).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import numpy as np
 from agents.losse import LosseWorldModel
 from agents.nn_world_model import NNWorldModel
 from agents.world_model import ObservationBounds, bounds_for, heldout_errors, model_targets
-from experiments.benchmarks.transitions import online, record, take
+from experiments.benchmarks.transitions import online, record, take, warm_up
 from experiments.machine import describe
 from experiments.registry import load_config
 from kernels.losse import ridge_ftl_solution
@@ -155,11 +156,16 @@ def main(argv: list[str] | None = None) -> None:
             "the exact FTL rows solve one regressor per action: with "
             "losse.actions=joint add --no-exact"
         )
+    index = np.arange(args.steps)
+    held_rows = index[(index < args.shift) & (index % 5 == 4)][:500]
+    if args.steps - len(held_rows) < CHECKS[0]:
+        raise SystemExit(
+            f"--steps {args.steps}: {args.steps - len(held_rows)} transitions learned, fewer than "
+            f"the first checkpoint's {CHECKS[0]:,}"
+        )
     env = gym.make(config.env.id)
     n_actions = int(env.action_space.n)
     data = stream(args.task, args.steps, args.shift, args.seed)
-    index = np.arange(args.steps)
-    held_rows = index[(index < args.shift) & (index % 5 == 4)][:500]
     held = take(data, held_rows)
     train = take(data, np.setdiff1d(index, held_rows))
     checks = [c for c in CHECKS if c <= len(train["obs"])]
@@ -191,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         "nn-replay": lambda: NNWorldModel(bounds(), n_actions, config.nn, "replay", args.seed),
     }
     models = {MODELS[key]: makers[key] for key in MODELS if key in args.models}
+    compile_s = sum(warm_up(make()) for make in models.values())
+    print(f"numba compile (or cache load) and first calls, outside the timings: {compile_s:.2f} s")
     header = "".join(f"{c:>10,d}" for c in checks)
     print(f"\nheld-out next-state MSE after N transitions learned\n{'model':30s}{header}  last/min")
     done_rows = []

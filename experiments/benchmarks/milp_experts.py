@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from experiments.executor import make_executor
 from experiments.machine import describe
@@ -54,7 +55,6 @@ TARGET_CPU_PER_SAMPLE = 3600 * 2 / 10_000
 
 def _tree_cpu() -> float:
     """CPU seconds of this process and all its descendants (Ray's daemons and workers)."""
-    import psutil  # comes with ray[default]
 
     me = psutil.Process()
     total = 0.0
@@ -318,6 +318,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--limits", type=int, nargs="+", default=[20, 50, 100, 200])
     args = p.parse_args(argv)
+    if not args.seconds > 0 or args.rounds < 1 or args.instances < 1 or args.agreement < 0:
+        p.error("need --seconds > 0, --rounds >= 1, --instances >= 1 and --agreement >= 0")
+    limits = [*args.limits, *([] if args.sb_iteration_limit is None else [args.sb_iteration_limit])]
+    if min(limits) < 1:
+        p.error("LP iteration limits (--limits, --sb-iteration-limit) must be >= 1")
     if args.agreement:
         agreement(args)
     else:

@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=500)
     p.add_argument("--cols", type=int, default=1000)
     args = p.parse_args(argv)
+    if min(args.nodes, args.rows, args.cols) < 1:
+        p.error("--nodes, --rows and --cols must be >= 1")
     # A tiny facility-location instance that branches at once (cuts, presolve, heuristics off).
     tiny = next(CapacitatedFacilityLocationGenerator(n_customers=10, n_facilities=8, seed=0))
     off = SolverSettings(presolve=False, heuristics=False, extra={"separating/maxroundsroot": 0})
@@ -87,6 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     model = next(SetCoverGenerator(n_rows=args.rows, n_cols=args.cols, seed=0))
     rule = _run(model, SolverSettings(time_limit=600), args.nodes)
+    if not rule.ours:
+        raise SystemExit(
+            f"set cover {args.rows} x {args.cols}: solved without branching, no node to time "
+            "(give a larger --rows / --cols)"
+        )
     ours, ref = np.array(rule.ours) * 1e3, np.array(rule.scip) * 1e3
     print(f"set cover {args.rows} x {args.cols}: {len(ours)} nodes measured")
     v, r, e = rule.shape

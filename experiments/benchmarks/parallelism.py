@@ -10,6 +10,7 @@ speed-up is then reported against this figure rather than against the core count
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import os
 import time
@@ -50,7 +51,11 @@ def effective_parallelism(
     return best, alone, together
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.parallelism", description=__doc__.split("\n")[0]
+    )
+    parser.parse_args(argv)
     p, alone, together = effective_parallelism()
     cores = os.cpu_count()
     print(f"cores: {cores}; one loop alone {alone:.3f} s, {cores} at once {together:.3f} s")

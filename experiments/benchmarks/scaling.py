@@ -103,9 +103,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cluster-workers", type=int, default=2, help="0: no cluster")
     parser.add_argument("--cpus-per-worker", type=int, default=1)
     args = parser.parse_args(argv)
-    cpus = [int(c) for c in args.cpus.split(",") if c]
-    if args.genomes < 10 or args.instances < 1 or any(c < 1 for c in cpus):
-        parser.error("need --genomes >= 10, --instances >= 1 and --cpus >= 1")
+    try:
+        cpus = [int(c) for c in args.cpus.split(",") if c]
+    except ValueError:
+        parser.error(f"--cpus {args.cpus!r}: give CPU counts separated by commas, e.g. 1,2")
+    if args.genomes < 10 or args.instances < 1 or args.repeats < 1 or any(c < 1 for c in cpus):
+        parser.error("need --genomes >= 10, --instances >= 1, --repeats >= 1 and --cpus >= 1")
+    if args.cluster_workers < 0 or args.cpus_per_worker < 1:
+        parser.error("need --cluster-workers >= 0 and --cpus-per-worker >= 1")
     cluster_cpus = args.cluster_workers * args.cpus_per_worker
 
     load = os.getloadavg()[0]

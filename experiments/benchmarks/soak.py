@@ -49,7 +49,7 @@ def nbytes(obj: Any, _seen: set[int] | None = None) -> int:
     return 0
 
 
-def _peak_rss(proc: psutil.Process) -> int:
+def _peak_rss(proc: Any) -> int:
     """VmHWM (peak resident set) from /proc, in bytes; the current RSS where unavailable."""
     try:
         with open(f"/proc/{proc.pid}/status") as fh:

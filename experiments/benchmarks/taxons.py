@@ -121,7 +121,7 @@ def _projection(per_frame: dict, budget: int, warmup: int = 30, interval: int = 
     trainings = [g for g in range(interval, gens, interval)]
     trained = sum(5 * (100 * interval + 5 * g) for g in trainings)
     reencoded = sum(5 * g for g in trainings)
-    surprise_gens = (gens - warmup) / 2
+    surprise_gens = max(gens - warmup, 0) / 2
     return (
         trained * per_frame["train"]
         + reencoded * per_frame["archive"]
@@ -130,8 +130,10 @@ def _projection(per_frame: dict, budget: int, warmup: int = 30, interval: int = 
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.benchmarks.taxons", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--generations", type=int, default=31)
     ap.add_argument("--frame-size", type=int, default=64, choices=(32, 64))
     ap.add_argument("--epochs", type=int, default=1, help="epochs timed in part 2")
@@ -139,7 +141,15 @@ def main() -> None:
     ap.add_argument(
         "--threads", type=int, default=None, help="torch_threads of the segment (default: config's)"
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    interval = read_toml(CONFIG)["taxons"]["train_interval"]
+    if args.generations <= interval:
+        ap.error(
+            f"--generations must be > {interval}: part 2 times the autoencoder on the data of the "
+            f"segment's first training, at generation {interval}"
+        )
+    if args.epochs < 1 or args.budget < 0 or (args.threads is not None and args.threads < 1):
+        ap.error("--epochs and --threads must be >= 1, --budget >= 0")
     default_threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, default threads {default_threads}")
     trainer, data = _segment(args.generations, args.frame_size, args.threads)
