@@ -53,6 +53,16 @@ def scip_pointer(model: pyscipopt.Model) -> int:
     return int(_capsule_pointer(model.to_ptr(False), b"scip"))
 
 
+libscip.SCIPisLPConstructed.restype = ctypes.c_uint
+libscip.SCIPisLPConstructed.argtypes = [ctypes.c_void_p]
+
+
+def lp_constructed(model: pyscipopt.Model) -> bool:
+    """``SCIPisLPConstructed``: whether the current node has an LP to read (not where every
+    node branches on pseudo-solutions, ``lp/solvefreq = -1``)."""
+    return bool(libscip.SCIPisLPConstructed(scip_pointer(model)))
+
+
 def var_probindex(var: pyscipopt.Variable) -> int:
     """``SCIPvarGetProbindex``: the variable's position in the transformed problem, -1 if
     it is not active."""

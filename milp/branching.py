@@ -47,7 +47,15 @@ from milp.observations import NodeBipartite, lp_candidates
 from milp.rewards import IsDone
 from milp.scip_settings import MAX_SEED, TOP_PRIORITY, SolverSettings, seed_params, set_param
 
-__all__ = ["DEFAULT", "Branching", "Default", "PolicyBranchrule", "include_policy", "optimize"]
+__all__ = [
+    "DEFAULT",
+    "Branching",
+    "Default",
+    "LPBranchrule",
+    "PolicyBranchrule",
+    "include_policy",
+    "optimize",
+]
 
 
 class Default:
@@ -101,7 +109,20 @@ class _EmptyInformation:
         return {}
 
 
-class _AgentBranchrule(scip.Branchrule):
+class LPBranchrule(scip.Branchrule):
+    """A branching rule that decides at LP branchings only (``branchexeclp``, the subclass's):
+    a node whose LP was not solved (branching on a pseudo-solution) or external candidates go
+    to SCIP's other rules, as Ecole's environments do. PySCIPOpt's base class raises there,
+    which fails the solve ("SCIP: unspecified error")."""
+
+    def branchexecps(self, allowaddcons: bool) -> dict:
+        return {"result": scip.SCIP_RESULT.DIDNOTRUN}
+
+    def branchexecext(self, allowaddcons: bool) -> dict:
+        return {"result": scip.SCIP_RESULT.DIDNOTRUN}
+
+
+class _AgentBranchrule(LPBranchrule):
     """Hands every LP branching decision to the environment's caller."""
 
     def __init__(self, episode: _Episode) -> None:
@@ -288,7 +309,7 @@ class Branching:
         self.close()
 
 
-class PolicyBranchrule(scip.Branchrule):
+class PolicyBranchrule(LPBranchrule):
     """A policy as a SCIP branching rule: ``policy(observation, action_set) -> action``.
 
     An exception inside the rule (the policy's, the observation's, a bad action) makes SCIP's

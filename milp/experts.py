@@ -53,6 +53,7 @@ import numpy as np
 import pyscipopt as scip
 
 from envs.errors import ItemError
+from milp.branching import LPBranchrule
 from milp.instances import read_instance, release
 from milp.observations import NodeBipartite, lp_candidates, strong_branching_scores
 from milp.scip_settings import TOP_PRIORITY, SolverSettings, use_rule
@@ -148,7 +149,7 @@ class EpisodeResult:
 _DIDNOTRUN = {"result": scip.SCIP_RESULT.DIDNOTRUN}
 
 
-class _ExpertRule(scip.Branchrule):
+class _ExpertRule(LPBranchrule):
     def __init__(self, config: CollectConfig, rng: np.random.Generator, start: float) -> None:
         self.config, self.rng, self.start = config, rng, start
         self.obs = NodeBipartite()

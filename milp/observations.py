@@ -34,7 +34,7 @@ from kernels.bipartite import (
     bipartite_features,
     gather_lp,
 )
-from kernels.milp_scip import scip_pointer, var_probindex
+from kernels.milp_scip import lp_constructed, scip_pointer, var_probindex
 
 __all__ = [
     "NodeBipartite",
@@ -95,13 +95,14 @@ class NodeBipartiteObs:
 
 
 class NodeBipartite:
-    """Gasse's bipartite observation with Ecole's normalisation; None outside SOLVING."""
+    """Gasse's bipartite observation with Ecole's normalisation; None outside SOLVING or where
+    no LP was constructed (a solve that branched on pseudo-solutions only)."""
 
     def before_reset(self, model: scip.Model) -> None:
         """Nothing to forget: every extraction reads the whole node."""
 
     def extract(self, model: scip.Model, done: bool) -> NodeBipartiteObs | None:
-        if model.getStage() != SOLVING:
+        if model.getStage() != SOLVING or not lp_constructed(model):
             return None
         raw = gather_lp(scip_pointer(model))
         return NodeBipartiteObs(*bipartite_features(*raw))
