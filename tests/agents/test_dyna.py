@@ -280,3 +280,34 @@ def test_no_imagination_before_the_model_has_seen_a_termination():
     assert [r["td_loss"] for r in rows] == [r["td_loss"] for r in dqn_rows]
     ungated, _ = _run(*_config("dyna_acrobot.toml", [*quick, *DYNA_QUICK]))
     assert len(ungated.imagined) > 0 and ungated.gradient_steps > dqn.gradient_steps
+
+
+def test_dqn_loss_is_huber_on_the_bootstrapped_target_of_the_target_network():
+    from agents.dqn import DQNLearner, DQNParams
+
+    learner = DQNLearner(3, 2, DQNParams(hidden=(8,), gamma=0.9), seed=0)
+    with torch.no_grad():  # the target network lags behind the online one
+        for p in learner.target.parameters():
+            p.add_(0.5)
+    rng = np.random.default_rng(0)
+    batch = {
+        "obs": rng.normal(size=(6, 3)).astype(np.float32),
+        "action": np.array([0, 1, 1, 0, 1, 0]),
+        "reward": rng.normal(size=6).astype(np.float32),
+        "next_obs": rng.normal(size=(6, 3)).astype(np.float32),
+        "terminated": np.array([0, 1, 0, 0, 1, 0], np.float32),
+    }
+    with torch.no_grad():
+        q = learner.q(torch.as_tensor(batch["obs"])).numpy()[np.arange(6), batch["action"]]
+        next_q = learner.target(torch.as_tensor(batch["next_obs"])).numpy().max(axis=1)
+    target = batch["reward"] + 0.9 * (1 - batch["terminated"]) * next_q  # no bootstrap at the end
+    err = np.abs(q - target)
+    huber = np.where(err < 1, 0.5 * err**2, err - 0.5).mean()
+    before = [p.detach().clone() for p in learner.target.parameters()]
+    assert learner.train(batch) == pytest.approx(huber, rel=1e-5)
+    # A gradient step moves the online network only; the target changes on sync_target.
+    for b, a in zip(before, learner.target.parameters(), strict=True):
+        assert torch.equal(b, a)
+    learner.sync_target()
+    for o, t in zip(learner.q.parameters(), learner.target.parameters(), strict=True):
+        assert torch.equal(o, t)

@@ -90,7 +90,15 @@ def test_tov_loss_is_bce_on_uniform_permutations():
     p = torch.sigmoid(head(arranged))
     ref = -(labels * torch.log(p) + (1 - labels) * torch.log(1 - p)).mean()
     torch.testing.assert_close(loss, ref)
-    assert 0.0 <= float(acc) <= 1.0
+    # Accuracy: the share of samples whose predicted class (p > 1/2: "shuffled") is the label.
+    assert float(acc) == pytest.approx(float(((p > 0.5).float() == labels).float().mean()))
+    # A head that always says "shuffled" is right on exactly the non-canonical orders.
+    sure = TOVHead(4)
+    with torch.no_grad():
+        sure.linear.weight.zero_()
+        sure.linear.bias.fill_(5.0)
+    _, acc = tov_loss(sure, *r, torch.Generator().manual_seed(0))
+    assert float(acc) == pytest.approx(float((perm != 0).float().mean()))
 
 
 def test_coefficient_presets_are_the_two_sets_of_the_sheet():

@@ -2,6 +2,7 @@
 composition of rewards, policies as branching rules."""
 
 import gc
+import time
 import weakref
 
 import numpy as np
@@ -63,12 +64,18 @@ def test_rewards_add_up_over_an_agent_episode():
         "done": IsDone(),
     }
     env = Branching(observation_function=None, reward_function=reward, scip_params=SETTINGS)
-    _, action_set, off, done, _ = env.reset(_instance())
+    instance = _instance()
+    start = time.perf_counter()
+    _, action_set, off, done, _ = env.reset(instance)
     sums = dict(off)
     rng = np.random.default_rng(0)
     last = off
     steps = 0
+    pause = 0.005  # CPU seconds the agent "thinks" before each choice; the solver waits
     while not done:
+        thinking = time.thread_time()
+        while time.thread_time() - thinking < pause:
+            pass
         _, action_set, last, done, _ = env.step(int(rng.choice(action_set)))
         for k in sums:
             sums[k] += last[k]
@@ -80,9 +87,12 @@ def test_rewards_add_up_over_an_agent_episode():
     assert sums["lp"] == m.getNLPIterations()
     assert last["cum"] == m.getNTotalNodes()
     assert last["done"] == 1.0 and sums["done"] == 1.0
-    assert 0 <= sums["time"] and 0 <= sums["wall"]
-    # A random agent needs more nodes than there were steps' worth of defaults would.
-    assert steps >= 1
+    elapsed = time.perf_counter() - start
+    assert steps >= 5
+    # Wall seconds since reset add up to at most the episode's duration, and they include the
+    # agent's thinking, which the solver thread's CPU seconds do not.
+    assert 0 < sums["wall"] <= elapsed
+    assert 0 < sums["time"] <= sums["wall"] - 0.9 * steps * pause
 
 
 def test_reward_arithmetic():

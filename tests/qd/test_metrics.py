@@ -45,7 +45,21 @@ def test_uniformity_bounds():
     assert grid.uniformity() == pytest.approx(1.0)
     single = CoverageGrid(np.zeros(2), np.ones(2), bins=4)
     single.add(np.full((10, 2), 0.1))
-    assert single.uniformity() < 0.5
+    # One cell of 16: M = (p + u) / 2 is 17/32 there and 1/32 elsewhere; the JS divergence
+    # (natural log) is (KL(p||M) + KL(u||M)) / 2 and the uniformity 1 - its square root.
+    kl_p = np.log(32 / 17)
+    kl_u = np.log(2 / 17) / 16 + 15 / 16 * np.log(2)
+    assert single.uniformity() == pytest.approx(1 - np.sqrt((kl_p + kl_u) / 2), rel=1e-12)
+    # Two cells holding 3:1 of the visits, against the same closed form.
+    two = CoverageGrid(np.zeros(2), np.ones(2), bins=4)
+    two.add(np.array([[0.1, 0.1]] * 3 + [[0.9, 0.9]]))
+    p = np.zeros(16)
+    p[0], p[15] = 0.75, 0.25
+    m = (p + 1 / 16) / 2
+    kl_p = np.sum(p[p > 0] * np.log(p[p > 0] / m[p > 0]))
+    kl_u = np.sum(np.log((1 / 16) / m) / 16)
+    assert two.uniformity() == pytest.approx(1 - np.sqrt((kl_p + kl_u) / 2), rel=1e-12)
+    assert CoverageGrid(np.zeros(2), np.ones(2), bins=4).uniformity() == 0.0  # nothing seen
 
 
 def test_reward_tracker_best_and_first_hit():

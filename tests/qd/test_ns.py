@@ -5,6 +5,7 @@ import pytest
 
 from experiments.config import ConfigError, from_dict
 from experiments.executor import SerialExecutor
+from kernels.knn import knn_novelty_reference
 from qd.ns import NoveltySearch, NoveltySearchConfig, mutate
 
 
@@ -39,12 +40,35 @@ def test_generation_bookkeeping():
     assert ns.coverage.counts.sum() == ns.evaluations
 
 
+class _PoolRecorder(NoveltySearch):
+    """Keeps each generation's pool (parents then offspring) and the archive before it."""
+
+    def _offspring_evaluated(self, pool, n_parents):
+        self.seen = (pool, n_parents, self.archive["descriptor"].copy())
+
+
+def _rows(a):
+    return sorted(map(tuple, a.tolist()))
+
+
 def test_population_is_most_novel():
-    config = small_config(archive_selection="best")
-    ns, _ = run(config)
-    pool = ns.population["descriptor"]
-    assert np.all(np.isfinite(pool))
-    # the best-by-novelty archive selection picks distinct offspring
+    ns = _PoolRecorder(small_config(archive_selection="best"))
+    executor = SerialExecutor()
+    ns.iterate(executor)
+    for _ in range(3):
+        ns.iterate(executor)
+        pool, n_par, before = ns.seen
+        # Novelty of parents + offspring against the archive before this generation plus the
+        # pool itself (qd.md §1.3), by the plain-NumPy reference.
+        reference = np.concatenate([before, pool["descriptor"]])
+        novelty = knn_novelty_reference(pool["descriptor"], reference, k=15, skip_nearest=True)
+        assert len(np.unique(novelty)) == len(novelty)  # no ties: the order below is strict
+        # The next population is the 20 most novel of the pool, ...
+        expected = pool["genome"][np.argsort(-novelty)[:20]]
+        assert _rows(ns.population["genome"]) == _rows(expected)
+        # ... and the archive grew by the 5 most novel offspring.
+        added = pool["genome"][n_par + np.argsort(-novelty[n_par:])[:5]]
+        assert _rows(ns.archive["genome"][-5:]) == _rows(added)
     assert len(np.unique(ns.archive["genome"], axis=0)) == len(ns.archive)
 
 
