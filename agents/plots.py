@@ -127,9 +127,11 @@ def unfinished(dirs: list[Path]) -> list[Path]:
     return out
 
 
-def summarize(groups: dict[str, list[Path]]) -> dict[str, dict[str, tuple[float, float, int]]]:
+def summarize(groups: dict[str, list[Path]]) -> dict[str, dict[str, tuple[float, ...]]]:
     """label -> figure -> (mean, std, seeds) over the groups' finished runs (`unfinished` ones
-    are left out: their mean and last-10 returns are of a shorter run)."""
+    are left out: their mean and last-10 returns are of a shorter run). With a world model
+    also ``model_error_rise_per_run``: each run's last held-out error over its lowest, in the
+    order of the group's finished runs."""
     table = {}
     for label, dirs in groups.items():
         short = set(unfinished(dirs))
@@ -147,9 +149,15 @@ def summarize(groups: dict[str, list[Path]]) -> dict[str, dict[str, tuple[float,
                 r["model_error_state"][np.isfinite(r["model_error_state"])][0] for r in runs
             ]
             figures["model_error_last"] = [r["model_error_state"][-1] for r in runs]
+            # how far the error on the early transitions rose: last over lowest, per run
+            figures["model_error_rise"] = [
+                r["model_error_state"][-1] / np.nanmin(r["model_error_state"]) for r in runs
+            ]
         table[label] = {
             k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in figures.items()
         }
+        if "model_error_rise" in figures:
+            table[label]["model_error_rise_per_run"] = tuple(figures["model_error_rise"])
     return table
 
 
@@ -194,7 +202,12 @@ def main(argv: list[str] | None = None) -> None:
         missing = [d for d in groups[label] if not (d / "metrics.csv").is_file()]
         if missing:
             parser.error(f"{missing[0]}: no metrics.csv (not a run folder?)")
-    print(format_summary(summarize(groups)))
+    table = summarize(groups)
+    print(format_summary(table))
+    for label, t in table.items():
+        if "model_error_rise_per_run" in t:
+            rises = ", ".join(f"{r:.2f}" for r in t["model_error_rise_per_run"])
+            print(f"{label}: held-out error, last / lowest, per run: {rises}")
     for label, dirs in groups.items():
         for d in unfinished(dirs):
             print(f"note: {label}: {d} has not reached its budget; left out of the table")

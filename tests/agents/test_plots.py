@@ -85,3 +85,21 @@ def test_probe_bars_are_centred_on_their_encoder_label(monkeypatch, tmp_path):
     centres = sorted(p.get_x() + p.get_width() / 2 for p in ax.patches)
     groups = [np.mean(centres[:2]), np.mean(centres[2:])]  # ours and the paper's, per encoder
     np.testing.assert_allclose(ax.get_xticks(), groups)
+
+
+def test_held_out_error_rise_is_last_over_lowest_per_run(tmp_path, capsys):
+    errors = {"a": [4e-3, 1e-3, 2e-3, 3e-3, 3e-3], "b": [float("nan"), 5e-4, 5e-4, 4e-4, 5e-4]}
+    dirs = []
+    for seed, (name, errs) in enumerate(errors.items()):
+        run = fake_run(tmp_path, name, seed, STEPS, [10] * 5, [10] * 5)
+        with (run / "metrics.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow([*COLUMNS, "model_error_state"])
+            for step, err in zip(STEPS, errs, strict=True):
+                w.writerow([step, 0.0, 10, 10, 0.002, err])
+        dirs.append(run)
+    t = summarize({"Dyna": dirs})["Dyna"]
+    assert t["model_error_rise_per_run"] == pytest.approx((3.0, 1.25))
+    assert t["model_error_rise"][:2] == pytest.approx((2.125, 0.875))
+    main(["Dyna=" + ",".join(map(str, dirs)), "--out", str(tmp_path / "plots")])
+    assert "Dyna: held-out error, last / lowest, per run: 3.00, 1.25" in capsys.readouterr().out
