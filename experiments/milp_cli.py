@@ -28,14 +28,6 @@ def _make_executor(args: argparse.Namespace):
     return make_executor(args.executor, args.address, **kwargs)
 
 
-def _fresh_dir(path: str) -> Path:
-    out = Path(path)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: nothing is overwritten")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def _cmd_generate(args: argparse.Namespace) -> int:
     from milp.instances import write_instances
 
@@ -48,15 +40,39 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_solve(args: argparse.Namespace) -> int:
     from milp.instances import list_instances
     from milp.scip_settings import SolverSettings
-    from milp.solve import format_summary, solve_benchmark, summarise, write_results
+    from milp.solve import (
+        append_row,
+        format_summary,
+        open_results,
+        solve_benchmark,
+        summarise,
+        write_results,
+    )
 
     paths = list_instances(list(args.instances))
     settings = SolverSettings(time_limit=args.time_limit, node_limit=args.node_limit)
-    out = _fresh_dir(args.out)
+    plan = {
+        "instances": [str(p) for p in paths],
+        "rules": list(args.brancher),
+        "seeds": list(args.seeds),
+        "settings": settings.as_dict(),
+    }
+    out = Path(args.out)
+    done = open_results(out, plan)
     n = len(paths) * len(args.brancher) * len(args.seeds)
     with _make_executor(args) as executor:
-        print(f"solving {n} runs ({len(paths)} instances) on {executor.describe()}")
-        rows = solve_benchmark(paths, args.brancher, args.seeds, settings, executor, progress=True)
+        resumed = f", {len(done)} done before" if done else ""
+        print(f"solving {n} runs ({len(paths)} instances{resumed}) on {executor.describe()}")
+        rows = solve_benchmark(
+            paths,
+            args.brancher,
+            args.seeds,
+            settings,
+            executor,
+            progress=True,
+            done=done,
+            on_row=lambda row: append_row(out, row),
+        )
     files = write_results(rows, out)
     print(format_summary(summarise(rows)))
     for r in rows:
@@ -154,7 +170,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     solve.add_argument("--seeds", nargs="+", type=int, default=[0])
     solve.add_argument("--time-limit", type=float, default=3600.0, metavar="SECONDS")
     solve.add_argument("--node-limit", type=int, default=None)
-    solve.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    solve.add_argument(
+        "--out",
+        required=True,
+        help="output folder: new or empty, or one this command was run on (it resumes)",
+    )
     _executor_args(solve)
     solve.set_defaults(func=_cmd_solve)
 

@@ -16,13 +16,20 @@ policy then branches at every LP branching node through `milp.branching.include_
 
 Node counts are SCIP's ``getNTotalNodes`` (all nodes of all runs; with restarts off this is
 the tree size).
+
+Resuming (`open_results`, `append_row`): the command line's benchmark records its plan
+(instances, rules, seeds, settings) in ``solve.json`` and appends each row to ``results.csv``
+as it finishes; the same command on the same folder runs only what is missing (a row cut
+short by a kill is run again), and another plan there is an error.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,6 +47,8 @@ __all__ = [
     "CSV_FIELDS",
     "SHIFTS",
     "SolveTask",
+    "append_row",
+    "open_results",
     "shifted_geometric_mean",
     "solve_benchmark",
     "solve_task",
@@ -64,6 +73,9 @@ CSV_FIELDS = (
 )
 SHIFTS = {"time": 1.0, "nodes": 10.0, "lp_iterations": 100.0}
 SOLVED = ("optimal", "infeasible")
+PLAN_FILE = "solve.json"
+_FLOAT_FIELDS = ("objective", "dual_bound", "gap", "time")
+_COUNT_FIELDS = ("nodes", "lp_iterations")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
@@ -160,28 +172,102 @@ def solve_benchmark(
     settings: SolverSettings,
     executor: Any,
     progress: bool = False,
+    done: dict[tuple[str, str, int], dict[str, Any]] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Solve every (instance, rule, seed) through ``executor``; one row each, in that order.
 
     Runs stream through the workers one at a time (`executor.imap`), so a long solve never
     holds back a batch of short ones; ``progress`` shows a bar. Unknown rule names are
-    rejected before anything runs.
+    rejected before anything runs. ``done`` holds rows of an earlier, interrupted call, keyed
+    by (path, rule, seed) (`open_results`): those runs are not repeated; ``on_row(row)`` is
+    called with each new row as it finishes (`append_row`).
     """
     for rule in rules:
         _resolve_rule(rule)
+    done = done or {}
     tasks = [
         SolveTask(str(p), rule, replace(settings, seed=int(s)))
         for p in paths
         for rule in rules
         for s in seeds
     ]
-    rows = []
-    stream = executor.imap(solve_task, tasks, errors="return")
-    with closing(stream), tqdm(total=len(tasks), desc="solve", unit="run",
-                               disable=not progress) as bar:  # fmt: skip
-        for task, result in zip(tasks, stream, strict=True):
-            rows.append(_error_row(task, result) if isinstance(result, ItemError) else result)
+    todo = [t for t in tasks if _task_key(t) not in done]
+    new: dict[tuple[str, str, int], dict[str, Any]] = {}
+    stream = executor.imap(solve_task, todo, errors="return")
+    with closing(stream), tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="solve",
+                               unit="run", disable=not progress) as bar:  # fmt: skip
+        for task, result in zip(todo, stream, strict=True):
+            row = _error_row(task, result) if isinstance(result, ItemError) else result
+            new[_task_key(task)] = row
+            if on_row is not None:
+                on_row(row)
             bar.update()
+    return [new.get(_task_key(t)) or done[_task_key(t)] for t in tasks]
+
+
+def _task_key(task: SolveTask) -> tuple[str, str, int]:
+    return str(task.path), task.rule, int(task.settings.seed)
+
+
+def open_results(out_dir: str | Path, plan: dict[str, Any]) -> dict[tuple[str, str, int], dict]:
+    """Start the benchmark folder ``out_dir`` for ``plan`` (JSON-able: instances, rules, seeds,
+    settings), or resume it: an absent or empty folder gets ``solve.json``; a folder whose
+    ``solve.json`` holds the same plan returns the rows already in its ``results.csv`` (keyed
+    as `solve_benchmark`'s ``done``; a last line cut short by a kill is left out, so that run
+    goes again). Any other non-empty folder is a FileExistsError: nothing is overwritten."""
+    out = Path(out_dir)
+    plan = json.loads(json.dumps(plan))
+    plan_path = out / PLAN_FILE
+    if out.exists() and any(out.iterdir()):
+        if not plan_path.is_file():
+            raise FileExistsError(f"{out} is not empty: nothing is overwritten")
+        old = json.loads(plan_path.read_text())
+        if old != plan:
+            keys = [k for k in sorted(set(old) | set(plan)) if old.get(k) != plan.get(k)]
+            raise FileExistsError(
+                f"{out} holds another solve benchmark (its {', '.join(keys)} differ); "
+                "use a new folder, or the same command to resume it"
+            )
+        rows = _read_rows(out / "results.csv")
+        return {(r["path"], r["rule"], r["seed"]): r for r in rows}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = plan_path.with_name(f".{PLAN_FILE}.tmp")
+    tmp.write_text(json.dumps(plan, indent=1) + "\n")
+    os.replace(tmp, plan_path)
+    return {}
+
+
+def append_row(out_dir: str | Path, row: dict[str, Any]) -> None:
+    """Append one row to ``results.csv`` (its header first when new), flushed to disk."""
+    path = Path(out_dir) / "results.csv"
+    new = not path.is_file() or path.stat().st_size == 0
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow(row)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """The complete rows of a ``results.csv`` with their types back."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # a row cut short by a kill
+    rows = []
+    for r in csv.DictReader(text.splitlines()):
+        row: dict[str, Any] = {k: r[k] for k in CSV_FIELDS}
+        row["seed"] = int(r["seed"])
+        for k in _FLOAT_FIELDS:
+            row[k] = float(r[k]) if r[k] else math.nan
+        for k in _COUNT_FIELDS:
+            x = float(r[k]) if r[k] else math.nan
+            row[k] = int(x) if math.isfinite(x) else x
+        rows.append(row)
     return rows
 
 
@@ -238,10 +324,12 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> dict[s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"results": out / "results.csv", "summary": out / "summary.csv"}
-    with open(paths["results"], "w", newline="") as fh:
+    tmp = out / ".results.csv.tmp"  # the rows appended as they came are replaced at once
+    with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         w.writeheader()
         w.writerows(rows)
+    os.replace(tmp, paths["results"])
     summary = summarise(rows)
     with open(paths["summary"], "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(summary[0]))

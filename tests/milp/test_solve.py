@@ -146,9 +146,35 @@ def test_cli_generate_and_solve(tmp_path, capsys):
     for name in ("results.csv", "summary.csv", "summary.md", "plot.png"):
         assert (out / name).stat().st_size > 0
     with open(out / "results.csv") as fh:
-        assert len(list(csv.DictReader(fh))) == 8
+        first = list(csv.DictReader(fh))
+    assert len(first) == 8
+
+    # Killed after 3 rows, the last one cut short: the same command runs the 5 missing runs.
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(lines[:4]) + lines[4][:20])
+    assert args.func(args) == 0
+    assert "3 done before" in capsys.readouterr().out
+    with open(out / "results.csv") as fh:
+        again = list(csv.DictReader(fh))
+    assert again[:3] == first[:3]  # kept as they were, not rerun
+    deterministic = ("instance", "rule", "seed", "status", "objective", "nodes")
+    assert [[r[k] for k in deterministic] for r in again] == [
+        [r[k] for k in deterministic] for r in first
+    ]
+
+    # Another plan in the same folder, or a folder that is not a benchmark, is refused.
+    def solve_into(folder):
+        other = parser.parse_args(
+            ["milp", "solve", "--brancher", "relpscost", "--instances", str(inst),
+             "--seeds", "0", "1", "--time-limit", "30", "--out", str(folder),
+             "--executor", "serial"]
+        )  # fmt: skip
+        return other.func(other)
+
+    with pytest.raises(FileExistsError, match="another solve benchmark .its rules differ"):
+        solve_into(out)
     with pytest.raises(FileExistsError, match="not empty"):
-        args.func(args)
+        solve_into(inst)
 
 
 def test_a_failing_learned_brancher_raises_its_own_error(tmp_path, monkeypatch):
