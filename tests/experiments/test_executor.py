@@ -27,7 +27,7 @@ def fail_first_else_sleep(item):
     index, folder = item
     if index == 0:
         raise ValueError("the first fails")
-    time.sleep(1.5)
+    time.sleep(1.0)
     (Path(folder) / f"{index}.done").touch()
     return index
 
@@ -93,9 +93,11 @@ def test_ray_errors(ray_executor):
 def test_ray_map_cancels_what_is_left_when_it_raises(ray_executor, tmp_path):
     """After an item's error, the chunks not waited for are cancelled, not left running."""
     with pytest.raises(ValueError, match="the first fails"):
-        ray_executor.map(fail_first_else_sleep, [(i, str(tmp_path)) for i in range(9)])
-    time.sleep(5.0)  # without the cancel, the 8 sleeping items finish in about 6 s on 2 CPUs
-    assert len(list(tmp_path.glob("*.done"))) <= 1
+        # 8 items on 2 workers: one item per task (4 tasks per worker)
+        ray_executor.map(fail_first_else_sleep, [(i, str(tmp_path)) for i in range(8)])
+    time.sleep(6.0)  # without the cancel, the 7 sleeping items end in about 4 s on 2 CPUs
+    # cancelling is best effort: a task already handed to a worker may still finish
+    assert len(list(tmp_path.glob("*.done"))) <= 3
 
 
 def test_ray_worker_crash_isolated(ray_executor):
