@@ -30,11 +30,13 @@ lie in one episode are sampled: neighbours never come from another episode.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import warnings
 import zipfile
 from collections import deque
@@ -140,6 +142,8 @@ def collect_shard(item: ShardItem) -> dict:
         "ram": np.empty((n, RAM_SIZE), np.uint8),
     }
     n_actions = int(env.action_space.n)
+    if policy is not None:
+        _check_policy(policy, item.policy_path, item.game, n_actions)
     ale = env.unwrapped.ale
     obs, _ = env.reset(seed=int(rng.integers(2**31)))
     history: deque = deque([obs] * 4, maxlen=4)
@@ -172,6 +176,21 @@ def collect_shard(item: ShardItem) -> dict:
         policy=Path(item.policy_path).name if item.policy_path else "random",
     )
     return entry
+
+
+def _check_policy(policy, path: str, game: str, n_actions: int) -> None:
+    """A label policy must read this collection's frames and choose among ``game``'s actions:
+    one made for another game (another action count) would label frames with actions the probe
+    does not know, or, acting, step the game with them."""
+    want = (4, FRAME_SIZE, FRAME_SIZE)
+    shape = tuple(policy.observation_space.shape)
+    n = getattr(policy.action_space, "n", None)
+    if shape != want or n is None or int(n) != n_actions:
+        raise ValueError(
+            f"label policy {path}: observations {shape}, actions {policy.action_space}; "
+            f"{env_id(game)} gives {want} (4 stacked frames, channel-first) and has "
+            f"{n_actions} actions"
+        )
 
 
 def write_shard(path: str | Path, arrays: dict[str, np.ndarray]) -> dict:
@@ -284,14 +303,44 @@ class CorruptShardError(ValueError):
     pass
 
 
+def _unpacked(target: Path, sha256: str | None) -> bool:
+    try:
+        return (target / "done").read_text() == sha256
+    except OSError:
+        return False
+
+
 def _unpack(shard: Path, entry: dict, cache: Path, frame_size: int) -> Path:
     """Check and unpack one shard into ``cache/<stem>/`` (once); returns that folder. The
     ``done`` marker holds the shard's SHA-256: a cache of another collection in the same folder
-    (same shard names) is unpacked again, not reused."""
+    (same shard names) is unpacked again, not reused.
+
+    Several processes may load one folder at once (two runs sharing ``data.dir``, the probes
+    beside a run): a lock file per shard lets one unpack it while the others wait, then use its
+    copy."""
     target = cache / shard.stem
-    done = target / "done"
-    if done.is_file() and done.read_text() == entry.get("sha256"):
+    if _unpacked(target, entry.get("sha256")):
         return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f".{shard.stem}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _unpacked(target, entry.get("sha256")):
+            return target  # unpacked by another process while this one waited
+        arrays = _check_shard(shard, entry, frame_size)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{shard.stem}.", suffix=".tmp", dir=cache))
+        try:
+            for k, a in arrays.items():
+                np.save(tmp / f"{k}.npy", a)
+            (tmp / "done").write_text(entry["sha256"])
+            shutil.rmtree(target, ignore_errors=True)  # a stale cache of another collection
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _check_shard(shard: Path, entry: dict, frame_size: int) -> dict[str, np.ndarray]:
+    """The arrays of ``shard``, checked against its manifest ``entry``."""
     if not shard.is_file():
         raise CorruptShardError("file missing")
     if file_sha256(shard) != entry.get("sha256"):
@@ -309,15 +358,7 @@ def _unpack(shard: Path, entry: dict, cache: Path, frame_size: int) -> Path:
         )
     if any(len(a) != n for a in arrays.values()) or n != entry.get("frames"):
         raise CorruptShardError("array lengths disagree with each other or with the manifest")
-    tmp = cache / f".{shard.stem}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for k, a in arrays.items():
-        np.save(tmp / f"{k}.npy", a)
-    (tmp / "done").write_text(entry["sha256"])
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return target
+    return arrays
 
 
 class FrameDataset:

@@ -281,6 +281,7 @@ class TOVVICRegPretraining:
         self.global_step = 0
         self.steps_per_epoch = 0  # known once the frames are loaded
         self.dataset: FrameDataset | None = None
+        self._order: tuple[int, np.ndarray] = (-1, np.empty(0, np.int64))  # (epoch, sample order)
         self.last: dict[str, float] = {}
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -306,6 +307,10 @@ class TOVVICRegPretraining:
         if not (root / "manifest.json").is_file():
             seq = np.random.SeedSequence(d.seed)
             policies = dict(d.policies)
+            # Before any label policy is trained or frame collected, not in a worker hours later.
+            missing = {g: p for g, p in policies.items() if not Path(p).is_file()}
+            if missing:
+                raise FileNotFoundError(f"data.policies: no such label policy file {missing}")
             untrained = tuple(g for g in d.games if g not in policies)
             if d.label_policy_steps and untrained:
                 policies |= train_label_policies(
@@ -345,8 +350,13 @@ class TOVVICRegPretraining:
     def _batch_starts(self, step: int) -> np.ndarray:
         assert self.dataset is not None
         epoch, b = divmod(step, self.steps_per_epoch)
-        n = len(self.dataset.triplet_starts)
-        order = np.random.default_rng(_seed(self.config.seed, 3, epoch)).permutation(n)
+        if self._order[0] != epoch:
+            # Drawn once per epoch: at the paper's scale (3 M triplets) a permutation costs about
+            # as much as a GPU step.
+            n = len(self.dataset.triplet_starts)
+            rng = np.random.default_rng(_seed(self.config.seed, 3, epoch))
+            self._order = (epoch, rng.permutation(n))
+        order = self._order[1]
         size = self.config.optim.batch_size
         return self.dataset.triplet_starts[np.sort(order[b * size : (b + 1) * size])]
 

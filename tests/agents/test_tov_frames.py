@@ -170,3 +170,50 @@ def test_collection_through_ray_matches_serial(tmp_path, ray_executor):
     serial = [s["sha256"] for s in read_manifest(tmp_path / "s")["shards"]]
     ray = [s["sha256"] for s in read_manifest(tmp_path / "r")["shards"]]
     assert serial == ray
+
+
+def _load_in_child(root, queue, start, finish, first):
+    """Load ``root`` in a child process; ``first`` stalls after its first array is written until
+    the other child has finished (or 1 s has passed: it may be waiting for this one)."""
+    import agents.frames as frames
+
+    if first:
+        save = frames.np.save
+
+        def stalled_save(path, array):
+            save(path, array)
+            if not start.is_set():
+                start.set()
+                finish.wait(timeout=1.0)
+
+        frames.np.save = stalled_save
+    else:
+        start.wait(timeout=30)
+    try:
+        ds = FrameDataset(root)
+        queue.put((first, int(ds.gather("frames", np.arange(ds.n_frames))[:, 0, 0].sum())))
+    except Exception as exc:  # reported to the parent, which asserts there is none
+        queue.put((first, f"{type(exc).__name__}: {exc}"))
+    finally:
+        if not first:
+            finish.set()
+
+
+def test_two_processes_unpacking_one_cache_both_load_it(synthetic_root):
+    # Two runs sharing data.dir (README) unpack the same fresh cache at once: the second used to
+    # delete the first's half-written copy (FileNotFoundError) or map a file being written.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    queue, start, finish = ctx.Queue(), ctx.Event(), ctx.Event()
+    procs = [
+        ctx.Process(target=_load_in_child, args=(synthetic_root, queue, start, finish, first))
+        for first in (True, False)
+    ]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    expected = int(np.arange(45).sum())  # frame i holds the value i
+    assert results == {True: expected, False: expected}

@@ -12,12 +12,15 @@ from experiments.config import from_dict  # noqa: E402
 from experiments.executor import SerialExecutor  # noqa: E402
 
 
-def test_label_policy_labels_every_frame_and_acts_when_asked(tmp_path):
-    path = train_label_policy(
-        LabelPolicyItem(
-            "Pong", 32, 3, str(tmp_path / "pong.zip"), n_envs=1, n_steps=32, batch_size=32
-        )
-    )
+@pytest.fixture(scope="module")
+def pong_policy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("policy") / "pong.zip"
+    item = LabelPolicyItem("Pong", 32, 3, str(path), n_envs=1, n_steps=32, batch_size=32)
+    return train_label_policy(item)
+
+
+def test_label_policy_labels_every_frame_and_acts_when_asked(tmp_path, pong_policy):
+    path = pong_policy
     greedy = collect_shard(ShardItem("Pong", 1, 50, str(tmp_path / "g.npz"), 0.0, path))
     mixed = collect_shard(ShardItem("Pong", 1, 50, str(tmp_path / "m.npz"), 1.0, path))
     assert greedy["policy"] == "pong.zip"
@@ -29,6 +32,39 @@ def test_label_policy_labels_every_frame_and_acts_when_asked(tmp_path):
     assert not np.array_equal(labels[50:], actions[50:])  # random_fraction 1: it only labels
     with pytest.raises(ValueError, match="less than one rollout"):
         train_label_policy(LabelPolicyItem("Pong", 10, 0, str(tmp_path / "x.zip"), n_envs=2))
+
+
+def test_label_policy_of_another_game_is_refused(tmp_path, pong_policy):
+    # Pong's policy chooses among 6 actions, Breakout has 4: its labels would reach the probe as
+    # out-of-range targets (an IndexError deep in the loss), or its actions step the game.
+    match = r"label policy .*pong\.zip: .*ALE/Breakout-v5.* 4 actions"
+    with pytest.raises(ValueError, match=match):
+        collect_shard(ShardItem("Breakout", 1, 20, str(tmp_path / "b.npz"), 1.0, pong_policy))
+    assert not (tmp_path / "b.npz").exists()
+
+
+def test_missing_label_policy_file_is_an_error_before_any_collection(tmp_path):
+    data = tmp_path / "data"
+    config = from_dict(
+        TOVVICRegConfig,
+        {
+            "budget": 1,
+            "data": {
+                "dir": str(data),
+                "games": ["Pong", "Breakout"],
+                "frames_per_game": 40,
+                "shard_frames": 20,
+                "policies": {"Breakout": str(tmp_path / "absent.zip")},
+                "random_fraction": 0.5,
+            },
+            "model": {"depth": 1, "embed_dim": 24, "num_heads": 2, "patch_size": 12},
+            "optim": {"batch_size": 8, "warmup_epochs": 0.0},
+        },
+        "test",
+    )
+    with pytest.raises(FileNotFoundError, match=r"data.policies: .*'Breakout': .*absent\.zip"):
+        TOVVICRegPretraining(config).iterate(SerialExecutor())
+    assert not list(data.glob("*.npz"))  # nothing collected (Pong comes first)
 
 
 @pytest.mark.slow

@@ -173,3 +173,28 @@ def test_run_folder_round_trip_through_the_runner(data_dir, tmp_path, monkeypatc
     assert resumed.config == trainer.config and resumed.global_step == 1
     assert train(resumed, run_dir, SerialExecutor(), metrics_rows=1, progress=False)
     assert resumed.done and read_metrics(run_dir)["step"].tolist() == [0, 1]
+
+
+def test_sample_order_is_drawn_once_per_epoch(data_dir, monkeypatch):
+    # The order of an epoch is a permutation of every triplet (3 M at the paper's scale); drawn
+    # again at every step it cost about as much as the GPU step itself.
+    trainer = TOVVICRegPretraining(tiny(data_dir, budget=3))
+    trainer._load_data(SerialExecutor())
+    n, size, per = len(trainer.dataset.triplet_starts), 8, trainer.steps_per_epoch
+    from agents.pretrain import _seed
+
+    expected = []
+    for epoch in range(3):
+        order = np.random.default_rng(_seed(0, 3, epoch)).permutation(n)
+        expected += [np.sort(order[b * size : (b + 1) * size]) for b in range(per)]
+    draws = []
+    default_rng = np.random.default_rng
+    monkeypatch.setattr(np.random, "default_rng", lambda *a: draws.append(a) or default_rng(*a))
+    got = [trainer._batch_starts(step) for step in range(3 * per)]
+    assert len(draws) == 3
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, trainer.dataset.triplet_starts[b])
+    # a resumed trainer (fresh cache) mid-epoch gets the same batches
+    resumed = TOVVICRegPretraining(tiny(data_dir, budget=3))
+    resumed._load_data(SerialExecutor())
+    np.testing.assert_array_equal(resumed._batch_starts(per + 1), got[per + 1])
