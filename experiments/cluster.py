@@ -287,23 +287,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")
     parser.add_argument("--cpus-per-worker", type=int, default=1, help="default 1")
     args = parser.parse_args(argv)
-    # Ctrl-C and `kill PID` both stop the nodes (a shell's background job ignores SIGINT).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C, `kill PID` and a closed terminal all stop the nodes (a shell's background job
+    # ignores SIGINT; the nodes have sessions of their own, so no hangup reaches them).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
     try:
         cluster = LocalCluster(args.workers, args.cpus_per_worker)
     except ValueError as exc:
         parser.error(str(exc))
-    with cluster:
+    try:
+        cluster.start()  # stops what it started if interrupted
         print(f"Ray cluster up at {cluster.address}: head (0 CPUs, pid {cluster.nodes[0].pid})")
         for node in cluster.nodes[1:]:
             print(f"  worker node {node.name}: {args.cpus_per_worker} CPU, pid {node.pid}")
         print(f"join it with: sparserl run CONFIG --address {cluster.address}")
-        print("Ctrl-C stops every node of this cluster (and nothing else).")
-        with contextlib.suppress(KeyboardInterrupt):
-            while all(n.process.poll() is None for n in cluster.nodes):
-                time.sleep(1.0)
-    return 0
+        print("Ctrl-C stops every node of this cluster (and nothing else).", flush=True)
+        return _watch(cluster)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        # A second Ctrl-C must not cut the cleanup short and leave nodes behind.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        cluster.stop()
+
+
+def _watch(cluster: LocalCluster, poll_seconds: float = 1.0) -> int:
+    """Wait until the head exits (then 1); a worker node that exits is reported, and the
+    cluster goes on with the others, as a real one does when it loses a node."""
+    while True:
+        for node in cluster.nodes:
+            code = node.process.poll()
+            if node.stopped or code is None:
+                continue
+            # Its raylet or workers may outlive the group's leader: stop them too.
+            cluster.kill_node(node)
+            if node.head:
+                print(f"the head node exited with code {code} (log {node.log})", flush=True)
+                return 1
+            left = sum(1 for n in cluster.nodes if not n.head and not n.stopped)
+            print(
+                f"worker node {node.name} (pid {node.pid}) exited with code {code}; "
+                f"{left} worker node{'s' * (left != 1)} left",
+                flush=True,
+            )
+        time.sleep(poll_seconds)
 
 
 if __name__ == "__main__":

@@ -217,6 +217,7 @@ def check_reachable(address: str, timeout: float = 10.0) -> None:
     parsed = _split_address(address)
     if parsed is None:
         return
+    deadline = time.monotonic() + timeout
     try:
         socket.create_connection(parsed, timeout=timeout).close()
     except OSError as exc:
@@ -224,6 +225,33 @@ def check_reachable(address: str, timeout: float = 10.0) -> None:
             f"Ray cluster at {address} is unreachable ({exc.strerror or exc}); "
             "is `ray start --head` running there?"
         ) from None
+    if not address.startswith("ray://"):
+        _check_gcs(address, *parsed, max(0.5, deadline - time.monotonic()))
+
+
+def _check_gcs(address: str, host: str, port: int, timeout: float) -> None:
+    """Ask the port for the cluster's id: anything but a Ray head's GCS there (the dashboard's
+    or the Ray client's port) would have ray.init retry for minutes."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    with grpc.insecure_channel(target) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in (
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.UNIMPLEMENTED,
+            ):
+                raise ClusterError(
+                    f"no Ray head (GCS) answers at {address} ({code.name}): is that the "
+                    "port `ray start --head` printed (6379 by default)? The Ray client port "
+                    "takes ray://HOST:10001"
+                ) from None
 
 
 def _probe_factory() -> Callable[[tuple[str, ...]], dict]:
@@ -288,6 +316,8 @@ class RayExecutor:
     earlier batches) while still giving every worker ``tasks_per_worker`` tasks to balance load.
     While waiting for a batch the executor watches the cluster's nodes and tells its
     ``listener`` when one is lost or joins; the lost node's tasks are retried on the others.
+    If no alive node has a CPU for ``no_cpu_timeout`` seconds (the last worker node lost, or
+    none ever joined), the wait ends in a `ClusterError` instead of lasting forever.
     """
 
     def __init__(
@@ -301,6 +331,7 @@ class RayExecutor:
         object_store_memory: int | None = None,
         temp_dir: str | None = None,
         connect_timeout: float = 10.0,
+        no_cpu_timeout: float = 600.0,
         check_workers: bool = True,
     ) -> None:
         ray_environment()
@@ -334,12 +365,21 @@ class RayExecutor:
                 ray.init(**kwargs)
             except ConnectionError as exc:
                 raise ClusterError(f"cannot join the Ray cluster at {address}: {exc}") from None
+            except RuntimeError as exc:
+                if not str(exc).startswith("Version mismatch"):
+                    raise
+                # Ray's multi-line message names both versions; the CLI prints one line.
+                raise ClusterError(
+                    f"cannot join the Ray cluster at {address}: {' '.join(str(exc).split())} "
+                    "Install the same Ray and Python versions on the driver and every node."
+                ) from None
             self._owns_ray = True
         self.address = address
         self.max_retries = max_retries
         self.tasks_per_worker = tasks_per_worker
         self.min_task_seconds = min_task_seconds
         self.poll_seconds = 2.0
+        self.no_cpu_timeout = no_cpu_timeout
         # Seconds the workers spent inside ``fn`` during the last `map` (benchmarks compare it
         # with wall time to tell Ray's overhead from slower workers).
         self.last_busy_seconds = 0.0
@@ -436,11 +476,27 @@ class RayExecutor:
 
     def _get(self, ref: Any) -> Any:
         """``ray.get`` that looks at the cluster's nodes every ``poll_seconds`` while waiting."""
+        no_cpu_since = None
         while True:
             try:
                 return self._ray.get(ref, timeout=self.poll_seconds)
             except self._ray.exceptions.GetTimeoutError:
                 self.watch_nodes()
+            # Ray keeps a task no node can run pending forever, waiting for an autoscaler.
+            if any(cpus > 0 for _, cpus in self._nodes.values()):
+                no_cpu_since = None
+            elif no_cpu_since is None:
+                no_cpu_since = time.monotonic()
+                self.listener.event(
+                    f"no Ray node with CPUs is left; waiting up to {self.no_cpu_timeout:g} s "
+                    "for one to join"
+                )
+            elif time.monotonic() - no_cpu_since > self.no_cpu_timeout:
+                raise ClusterError(
+                    f"Ray cluster at {self.address}: no node with CPUs for "
+                    f"{self.no_cpu_timeout:g} s, so nothing can run; start worker nodes "
+                    "(`ray start --address ...`) and resume the run"
+                )
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], errors: Errors = "raise") -> list:
         _check_errors(errors)

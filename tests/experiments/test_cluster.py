@@ -7,9 +7,11 @@ own, since a process holds one Ray connection: ``make test-cluster``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.cluster import LOOPBACK, LocalCluster
-from experiments.executor import RayExecutor, SerialExecutor
+from experiments.cluster import LOOPBACK, LocalCluster, Node, _watch
+from experiments.executor import ClusterError, RayExecutor, SerialExecutor, check_reachable
 from experiments.run import load_run, start_run, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -86,6 +88,99 @@ def slow_square(item: tuple[int, str]) -> int:
         Path(pid_dir, f"{x}-{os.getpid()}").touch()
         time.sleep(1.0)
     return x * x
+
+
+def test_address_of_something_else_than_a_ray_head_fails_fast():
+    """A port that accepts connections but is no Ray GCS (the dashboard's, the client's) made
+    ray.init retry for minutes; it must fail within the connect timeout, naming the address."""
+    with socket.socket() as server:
+        server.bind((LOOPBACK, 0))
+        server.listen(4)
+        address = f"{LOOPBACK}:{server.getsockname()[1]}"
+        with pytest.raises(ClusterError, match=f"no Ray head \\(GCS\\) answers at {address}"):
+            check_reachable(address, timeout=1.0)
+
+
+def _sleeper(seconds: float) -> subprocess.Popen:
+    return subprocess.Popen(["sleep", str(seconds)], start_new_session=True)
+
+
+def test_helper_goes_on_when_a_worker_node_exits_and_stops_when_the_head_does(tmp_path, capsys):
+    cluster = LocalCluster(workers=0, root=tmp_path)
+    head = Node("head", tmp_path, _sleeper(60), tmp_path / "head.log", 1, head=True)
+    w0 = Node("w0", tmp_path, _sleeper(60), tmp_path / "w0.log", 2)
+    w1 = Node("w1", tmp_path, subprocess.Popen(["sh", "-c", "exit 3"]), tmp_path / "w1.log", 3)
+    cluster.nodes = [head, w0, w1]
+    w1.process.wait()
+    done: list[int] = []
+    watcher = threading.Thread(target=lambda: done.append(_watch(cluster, poll_seconds=0.02)))
+    watcher.start()
+    try:
+        time.sleep(0.5)
+        assert not done, "a worker node's exit stopped the whole cluster"
+        assert w1.stopped and not w0.stopped and head.process.poll() is None
+        assert "worker node w1 (pid" in capsys.readouterr().out
+        head.process.kill()
+        watcher.join(10)
+        assert done == [1]
+        assert "the head node exited" in capsys.readouterr().out
+    finally:
+        cluster.stop()
+        watcher.join(10)
+
+
+def live_in_group(pgid: int) -> list[int]:
+    """PIDs of the processes of group ``pgid`` still running (zombies awaiting their reaper,
+    which signal 0 still reaches, do not count)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                live.append(int(stat.parent.name))
+    return live
+
+
+def test_helper_command_reports_a_lost_worker_and_stops_every_node_on_hangup(tmp_path):
+    """`python -m experiments.cluster`: a worker node killed from outside is reported and the
+    others go on; a hangup (the terminal closed) stops every node it started."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.cluster", "--workers", "2"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pids: dict[str, int] = {}
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "head (0 CPUs, pid" in line:
+                pids["head"] = int(line.rsplit("pid ", 1)[1].rstrip(")\n"))
+            elif line.startswith("  worker node"):
+                pids[line.split()[2].rstrip(":")] = int(line.rsplit("pid ", 1)[1])
+            elif line.startswith("Ctrl-C stops"):
+                break
+        assert set(pids) == {"head", "w0", "w1"}, "".join(lines)
+        os.killpg(pids["w1"], signal.SIGKILL)
+        line = proc.stdout.readline()
+        assert line.startswith(f"worker node w1 (pid {pids['w1']}) exited"), line
+        assert proc.poll() is None  # the helper, head and w0 go on
+        os.kill(pids["head"], 0)
+        os.kill(pids["w0"], 0)
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=60) == 0
+        deadline = time.monotonic() + 30
+        while any(live_in_group(pid) for pid in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert {name: live_in_group(pid) for name, pid in pids.items()} == dict.fromkeys(pids, [])
+    finally:
+        proc.kill()
+        proc.wait()
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def test_three_nodes_on_loopback(cluster, executor):
@@ -222,3 +317,65 @@ def test_driver_killed_then_resumed_on_cluster(tmp_path, cluster, uninterrupted)
     )
     assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
     assert_same_run(out, uninterrupted)
+
+
+def never_done(_: int) -> None:
+    time.sleep(3600)
+
+
+def test_no_node_with_cpus_left_ends_the_wait(cluster, executor):
+    """Ray keeps a task no node can run pending forever: once no alive node has a CPU (the last
+    worker node lost) for ``no_cpu_timeout`` seconds, the wait ends in a ClusterError."""
+    import ray
+
+    events = Events()
+    saved = dict(vars(executor))
+    head = next(n for n in cluster.nodes if n.head)
+    # The workers' nodes as if lost: only the 0-CPU head is alive.
+    executor._alive_nodes = lambda: {head.node_id: (LOOPBACK, 0.0)}
+    executor.listener, executor.poll_seconds, executor.no_cpu_timeout = events, 0.1, 1.0
+    ref = ray.remote(never_done).options(resources={"no_such_resource": 1}).remote(0)
+    box: list = []
+
+    def wait() -> None:
+        try:
+            executor._get(ref)
+        except ClusterError as exc:
+            box.append(exc)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    try:
+        waiter.start()
+        waiter.join(30)
+        assert not waiter.is_alive(), "the wait went on with no node able to run the task"
+        assert box and "no node with CPUs for 1 s" in str(box[0])
+        assert any("no Ray node with CPUs is left" in m for m in events.messages)
+    finally:
+        ray.cancel(ref, force=True)
+        waiter.join(10)
+        vars(executor).clear()
+        vars(executor).update(saved)
+        executor.watch_nodes()
+
+
+def test_ray_version_mismatch_is_a_one_line_cluster_error(cluster):
+    """A driver whose Ray differs from the cluster's gets a ClusterError naming both versions
+    (the CLI prints it on one line), not Ray's RuntimeError and its traceback."""
+    code = (
+        "import ray._private.utils as u\n"
+        "python = u.compute_version_info()[1]\n"
+        "u.compute_version_info = lambda: ('0.0.1', python)\n"
+        "from experiments.executor import ClusterError, RayExecutor\n"
+        "try:\n"
+        f"    RayExecutor({cluster.address!r})\n"
+        "except ClusterError as exc:\n"
+        "    print('ClusterError:', exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("ClusterError")), "")
+    assert f"cannot join the Ray cluster at {cluster.address}: Version mismatch" in line, (
+        out.stdout + out.stderr[-2000:]
+    )
+    assert "Ray: 0.0.1" in line
