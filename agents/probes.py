@@ -268,6 +268,10 @@ class ProbeSettings:
     min_entropy: float = MIN_ENTROPY  # RAM variables below it (nats, training labels) are dropped
     augment: str = "byol"  # the pretraining views the view gap measures (`make_augmentations`)
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+
 
 def split(ds: FrameDataset, game: str, s: ProbeSettings) -> tuple[np.ndarray, np.ndarray]:
     """Train / test stack starts of ``game``: the last shards are held out."""
@@ -276,7 +280,8 @@ def split(ds: FrameDataset, game: str, s: ProbeSettings) -> tuple[np.ndarray, np
         raise ValueError(
             f"{game}: probes need at least 2 shards (one held out), got {len(shard_ids)}"
         )
-    n_test_shards = max(1, round(s.test_fraction * len(shard_ids)))
+    # at least one shard held out, and at least one left to train on
+    n_test_shards = min(max(1, round(s.test_fraction * len(shard_ids))), len(shard_ids) - 1)
     test_ids = shard_ids[-n_test_shards:]
     starts = ds.stack_starts
     shard_of = np.searchsorted(ds.offsets, starts, side="right") - 1

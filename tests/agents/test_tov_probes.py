@@ -134,6 +134,17 @@ def synthetic(root, labelled: bool, constant: tuple[str, int] | None = None):
     return FrameDataset(root)
 
 
+def test_split_keeps_a_shard_on_each_side(tmp_path):
+    ds = synthetic(tmp_path, False)
+    for fraction in (0.01, 0.9):  # rounds to 0 or to every shard: one each side all the same
+        settings = ProbeSettings(n_train=30, n_test=20, test_fraction=fraction)
+        train, test = split(ds, "Pong", settings)
+        assert len(train) == 30 and len(test) == 20
+    for fraction in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="test_fraction must be in"):
+            ProbeSettings(test_fraction=fraction)
+
+
 @pytest.mark.parametrize("labelled", [False, True])
 def test_run_probes_rows_and_plots(tmp_path, labelled):
     ds = synthetic(tmp_path, labelled)
