@@ -296,7 +296,7 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, dict]:
     header."""
     header, state = _load_encoder_file(path)
     spec = EncoderSpec(**header["spec"])
-    encoder = build_encoder(spec)
+    encoder = build_encoder(spec, 0)  # seeded: the caller's random stream is left alone
     encoder.load_state_dict(state)
     encoder.eval()
     return encoder, header

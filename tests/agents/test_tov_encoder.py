@@ -106,7 +106,9 @@ def test_saved_encoder_reloads_weights_only_with_identical_features(tmp_path, sp
     assert header["layout"] == ENCODER_LAYOUT and header["version"] == ENCODER_VERSION
     assert header["spec"]["kind"] == spec.kind and header["method"] == "test"
     assert read_encoder_header(path) == header
+    before = torch.random.get_rng_state()
     loaded, _ = load_encoder(path)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream untouched
     x = torch.rand(4, 3, 84, 84)
     with torch.no_grad():
         assert torch.equal(enc(x), loaded(x))
