@@ -196,6 +196,8 @@ class NoveltySearch:
         self.population: dict[str, np.ndarray] | None = None
         self.archive: NoveltyArchive | None = None
         self.last_novelty = 0.0
+        self._last_ok = np.zeros(0, dtype=bool)
+        self.last_evaluated = np.zeros(0, dtype=np.int64)
 
     # -- protocol -------------------------------------------------------------------------
     @property
@@ -266,13 +268,18 @@ class NoveltySearch:
             self.failed_evaluations += exc.failed
             raise
         self.failed_evaluations += int(np.count_nonzero(~ok))
+        self._last_ok = ok
         return out, ok
 
     def _evaluate(self, genomes: np.ndarray, executor) -> dict[str, np.ndarray]:
         out = self._rollouts(genomes, executor)
+        # The evaluation index of each returned row: dropped rollouts leave gaps.
+        self.last_evaluated = self.evaluations + np.flatnonzero(self._last_ok)
         # Coverage and rewards count every individual the exploration evaluates (qd.md §6).
         self.coverage.add(out["gt"])
-        self.rewards.add(out["reward"], out["reward_area"], self.evaluations)
+        for r, a, e in zip(out["reward"], out["reward_area"], self.last_evaluated, strict=True):
+            if r > 0:
+                self.rewards.add(np.array([r]), np.array([a]), int(e))
         self.evaluations += len(genomes)
         return out
 

@@ -260,11 +260,9 @@ class Serene(NoveltySearch):
         Every parent was an offspring (or, at generation 1, the initial population) when it was
         evaluated, so new ones are the rewarding offspring plus, once, the initial population.
         """
-        n_off = len(pool["reward"]) - n_parents
         parents = np.arange(n_parents) if self.generation == 1 else np.full(n_parents, -1)
-        evaluation = np.concatenate(
-            [parents, np.arange(self.evaluations - n_off, self.evaluations)]
-        )
+        # The offspring's own indices (`_evaluate`): rollouts dropped on error leave gaps.
+        evaluation = np.concatenate([parents, self.last_evaluated])
         self.last_offspring_descriptors = pool["descriptor"][n_parents:].copy()
         new = np.flatnonzero((pool["reward"] > 0) & (evaluation >= 0))
         if not new.size:

@@ -163,3 +163,41 @@ def test_bad_environment_errors(env, message):
 def test_config_cross_checks():
     with pytest.raises(ConfigError, match="archive_add cannot exceed"):
         from_dict(NoveltySearchConfig, {"ns": {"pop_size": 2, "archive_add": 5}})
+
+
+def test_first_hit_counts_dropped_rollouts(monkeypatch):
+    """A rollout dropped on error still takes its evaluation index: first_hit skips it."""
+    import qd.ns as ns_module
+    from envs.qd_task import EvaluationItem
+    from experiments.config import from_dict
+    from experiments.executor import SerialExecutor
+
+    real = ns_module.evaluate_item
+
+    def flaky(item):
+        if np.any(item.genomes[:, 0] > 1.5):
+            raise RuntimeError("boom")
+        return real(item)
+
+    monkeypatch.setattr(ns_module, "evaluate_item", flaky)
+    env = {"id": "tests.qd.toy_env:PointGoals", "descriptor": "final_observation"}
+    cfg = from_dict(
+        ns_module.NoveltySearchConfig, {"budget": 500, "env": env, "ns": {"pop_size": 20}}, "t"
+    )
+    trainer = ns_module.NoveltySearch(cfg)
+    genomes = []
+    rollouts = trainer._rollouts
+    monkeypatch.setattr(trainer, "_rollouts", lambda g, ex: (genomes.append(g), rollouts(g, ex))[1])
+    while not trainer.done:
+        trainer.iterate(SerialExecutor())
+    assert trainer.failed_evaluations > 0
+    truth = np.full(trainer.rewards.best.size, -1)
+    for i, g in enumerate(np.concatenate(genomes)):
+        if g[0] > 1.5:
+            continue
+        out = real(EvaluationItem(trainer.task_key, trainer.controller, g[None], cfg.seed))
+        a = int(out["reward_area"][0])
+        if out["reward"][0] > 0 and a >= 0 and truth[a] < 0:
+            truth[a] = i
+    assert (truth >= 0).any()
+    np.testing.assert_array_equal(trainer.rewards.first_hit, truth)
