@@ -191,12 +191,21 @@ class HardMaze(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Puts the robot at the start pose, or at ``options["pose"]`` = (x, y, theta in
-        radians) when given (nothing is random: ``seed`` only seeds ``np_random``)."""
+        radians) when given, which must leave the robot's disc clear of the walls and inside
+        the maze (nothing is random: ``seed`` only seeds ``np_random``)."""
         super().reset(seed=seed)
         pose = (options or {}).get("pose", _START)
         pose = np.asarray(pose, dtype=np.float64)
         if pose.shape != (3,) or not np.all(np.isfinite(pose)):
             raise ValueError(f"HardMaze: options['pose'] must be finite (x, y, theta), got {pose}")
+        # A robot placed on a wall (or off the map, which counts as wall) could never move.
+        if maze.check_collision(
+            self._grid, self._clearance, pose[0], pose[1], pose[2], ROBOT_RADIUS, CELL
+        )[0]:
+            raise ValueError(
+                f"HardMaze: options['pose'] puts the robot (radius {ROBOT_RADIUS:g}) on a wall "
+                f"or outside the maze at ({pose[0]:g}, {pose[1]:g})"
+            )
         self._pose[:] = pose
         self._pose[2] = maze.normalize_angle(self._pose[2])
         self._steps = 0

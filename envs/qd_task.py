@@ -109,13 +109,17 @@ def resolve_callable(path: str, what: str) -> Callable:
         raise ValueError(f"{what} {path!r}: cannot import ({exc})") from None
 
 
-def make_env(env_id: str, **kwargs: object) -> gym.Env:
-    """``gymnasium.make`` for a registered id, or the class named by ``module:Class``."""
+def make_env(env_id: str, *, step_cap: int | None = None, **kwargs: object) -> gym.Env:
+    """``gymnasium.make`` for a registered id (``step_cap`` replaces the registration's
+    ``max_episode_steps`` unless ``kwargs`` set it), or the class named by ``module:Class``
+    (no TimeLimit there, so no cap to replace)."""
     import envs  # noqa: F401  (registers sparserl/* ids)
 
     if ":" in env_id and "/" not in env_id.split(":")[0]:
         cls = resolve_callable(env_id, "environment")
         return cls(**kwargs)
+    if step_cap is not None:
+        kwargs.setdefault("max_episode_steps", step_cap)
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
@@ -167,7 +171,9 @@ class QDTask:
         self.fast: FastPath | None = fast() if fast and key.descriptor == "default" else None
         if self.fast is not None:
             _check_fast_kwargs(key, self.fast.evaluate)
-        self.env = make_env(key.env_id, **dict(key.env_kwargs))
+        # The task's step cap replaces the registration's, or its TimeLimit would cut the
+        # stepped rollouts short of the compiled ones.
+        self.env = make_env(key.env_id, step_cap=key.max_steps or None, **dict(key.env_kwargs))
         obs_space, act_space = self.env.observation_space, self.env.action_space
         if not isinstance(obs_space, gym.spaces.Box):
             raise ValueError(f"{key.env_id}: novelty search needs a Box observation space")

@@ -206,3 +206,22 @@ def test_descriptor_background_rows_follow_y():
     np.testing.assert_array_equal(img[215, 215], [255, 0, 0])
     np.testing.assert_array_equal(img[55, 215], [255, 0, 0])
     np.testing.assert_array_equal(img[55, 55], [255, 255, 255])
+
+
+def test_stepped_task_runs_the_task_step_cap_not_the_registration_one():
+    # A task longer than the registration's 500 steps: the environment it steps (any
+    # descriptor but the default) must run its 600 steps, not stop at a 500-step TimeLimit
+    # where the compiled path goes on (and where horizon 600 has not paid yet).
+    from envs.qd_task import QDTask, TaskKey
+
+    key = TaskKey(
+        "sparserl/Curling-v0",
+        descriptor="final_observation",
+        max_steps=600,
+        env_kwargs=(("horizon", 600),),
+    )
+    env = QDTask(key).env
+    env.reset(seed=0)
+    for step in range(1, 601):
+        _, _, terminated, truncated, _ = env.step(np.zeros(2))
+        assert terminated == (step == 600) and truncated == (step == 600), step

@@ -317,3 +317,15 @@ def test_env_kwargs_the_compiled_path_cannot_take_are_named():
     quirk = (("reward_from_previous_position", False),)
     task = QDTask(TaskKey("sparserl/HardMaze-v0", max_steps=50, env_kwargs=quirk))
     assert task.max_steps == 50
+
+
+@pytest.mark.parametrize(
+    "pose", [(1000.0, 1000.0, 0.0), (-50.0, 300.0, 0.0), (174.0, 300.0, 0.0), (60.0, 5.0, 0.0)]
+)
+def test_reset_pose_on_a_wall_or_off_the_map_is_an_error(pose):
+    # Such a robot is stuck for good and its lasers read nonsense; it used to pass silently.
+    env = hm.HardMaze()
+    with pytest.raises(ValueError, match=r"options\['pose'\] puts the robot .* on a wall"):
+        env.reset(options={"pose": pose})
+    obs, info = env.reset(options={"pose": (120.0, 300.0, 0.0)})
+    np.testing.assert_array_equal(info["pose"], (120.0, 300.0, 0.0))
