@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.figures import new_figure, save_figure
-from envs.run_files import read_metrics
+from envs.run_files import read_config, read_metrics
 
 __all__ = ["plot_comparison", "plot_run", "summarize"]
 
@@ -106,13 +106,7 @@ def plot_comparison(groups: dict[str, list[Path]], out_dir: Path) -> list[Path]:
 
 def _budget(run_dir: Path) -> float | None:
     """The run's ``budget`` (environment steps) from its ``config.toml``, if it has one."""
-    import tomllib
-
-    path = Path(run_dir) / "config.toml"
-    if not path.is_file():
-        return None
-    with path.open("rb") as fh:
-        budget = tomllib.load(fh).get("budget")
+    budget = (read_config(run_dir) or {}).get("budget")
     return float(budget) if isinstance(budget, int | float) else None
 
 

@@ -28,6 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from envs.run_files import write_atomic
+
 __all__ = [
     "MACHINE",
     "changed_keys",
@@ -147,10 +149,8 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def write(run_dir: str | Path) -> None:
     """Write ``machine.json`` through a temporary file and a rename: a crash leaves none or a
     whole one."""
-    path = Path(run_dir) / MACHINE
-    tmp = path.with_name(f".{MACHINE}.tmp")
-    tmp.write_text(json.dumps(fingerprint(), indent=1) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(fingerprint(), indent=1) + "\n"
+    write_atomic(Path(run_dir) / MACHINE, lambda tmp: tmp.write_text(text))
 
 
 def read(run_dir: str | Path) -> dict[str, Any] | None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -53,6 +52,7 @@ import numpy as np
 import pyscipopt as scip
 
 from envs.errors import ItemError
+from envs.run_files import write_atomic
 from milp.branching import LPBranchrule
 from milp.instances import read_instance, release
 from milp.observations import NodeBipartite, lp_candidates, strong_branching_scores
@@ -277,12 +277,6 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def collect(
     paths: Sequence[str | Path],
     out_dir: str | Path,
@@ -376,7 +370,7 @@ def collect(
             if samples:
                 shard = out / f"shard-{len(manifest['shards']):05d}.npz"
                 packed = _pack(samples)
-                _write_atomic(shard, lambda p, a=packed: _save_npz(p, a))
+                write_atomic(shard, lambda p, a=packed: _save_npz(p, a))
                 manifest["shards"].append(
                     {
                         "file": shard.name,
@@ -390,7 +384,7 @@ def collect(
             manifest["episodes"] = first + batch
             manifest["samples"] += len(samples)
             manifest["write_seconds"] += time.process_time() - write_start
-            _write_atomic(mpath, lambda p: p.write_text(json.dumps(manifest, indent=1)))
+            write_atomic(mpath, lambda p: p.write_text(json.dumps(manifest, indent=1)))
             if progress is not None:
                 progress(manifest)
             if all(isinstance(r, ItemError) for r in results):

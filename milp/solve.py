@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from envs.errors import ItemError
 from envs.figures import new_figure, save_figure
+from envs.run_files import write_atomic
 from milp.instances import read_instance, release
 from milp.scip_settings import SolverSettings, scip_rule_name, use_rule
 
@@ -192,18 +193,18 @@ def solve_benchmark(
         for rule in rules
         for s in seeds
     ]
-    todo = [t for t in tasks if _task_key(t) not in done]
-    new: dict[tuple[str, str, int], dict[str, Any]] = {}
-    stream = executor.imap(solve_task, todo, errors="return")
-    with closing(stream), tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="solve",
-                               unit="run", disable=not progress) as bar:  # fmt: skip
-        for task, result in zip(todo, stream, strict=True):
+    remaining = [t for t in tasks if _task_key(t) not in done]
+    rows = dict(done)
+    stream = executor.imap(solve_task, remaining, errors="return")
+    with closing(stream), tqdm(total=len(tasks), initial=len(tasks) - len(remaining),
+                               desc="solve", unit="run", disable=not progress) as bar:  # fmt: skip
+        for task, result in zip(remaining, stream, strict=True):
             row = _error_row(task, result) if isinstance(result, ItemError) else result
-            new[_task_key(task)] = row
+            rows[_task_key(task)] = row
             if on_row is not None:
                 on_row(row)
             bar.update()
-    return [new.get(_task_key(t)) or done[_task_key(t)] for t in tasks]
+    return [rows[_task_key(t)] for t in tasks]
 
 
 def _task_key(task: SolveTask) -> tuple[str, str, int]:
@@ -232,9 +233,7 @@ def open_results(out_dir: str | Path, plan: dict[str, Any]) -> dict[tuple[str, s
         rows = _read_rows(out / "results.csv")
         return {(r["path"], r["rule"], r["seed"]): r for r in rows}
     out.mkdir(parents=True, exist_ok=True)
-    tmp = plan_path.with_name(f".{PLAN_FILE}.tmp")
-    tmp.write_text(json.dumps(plan, indent=1) + "\n")
-    os.replace(tmp, plan_path)
+    write_atomic(plan_path, lambda tmp: tmp.write_text(json.dumps(plan, indent=1) + "\n"))
     return {}
 
 
@@ -324,12 +323,14 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> dict[s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"results": out / "results.csv", "summary": out / "summary.csv"}
-    tmp = out / ".results.csv.tmp"  # the rows appended as they came are replaced at once
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, paths["results"])
+
+    def write_rows(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    write_atomic(paths["results"], write_rows)  # replaces the rows appended as they came
     summary = summarise(rows)
     with open(paths["summary"], "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(summary[0]))

@@ -17,14 +17,13 @@ the plot ends at, every run read at the same step, also when one of them has not
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from envs.figures import new_figure, save_figure
-from envs.run_files import read_metrics
+from envs.run_files import read_config, read_metrics
 
 GRID_POINTS = 200
 
@@ -62,11 +61,9 @@ def flat_settings(config: dict, prefix: str = "") -> dict[str, object]:
 def load_curve(run_dir: str | Path, metric: str) -> RunCurve:
     """One run's curve of ``metric``; errors name the run folder."""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.toml"
-    if not config_path.is_file():
+    config = read_config(run_dir)
+    if config is None:
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.toml)")
-    with config_path.open("rb") as fh:
-        config = tomllib.load(fh)
     metrics = read_metrics(run_dir)
     if not metrics:
         raise ValueError(f"{run_dir}: no metrics rows yet (metrics.csv missing or empty)")
