@@ -20,7 +20,7 @@ from pathlib import Path
 from experiments.config import ConfigError
 
 
-def _add_executor_args(p: argparse.ArgumentParser) -> None:
+def add_executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--executor",
         choices=("serial", "ray"),
@@ -33,7 +33,34 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
         help="join an existing Ray cluster ('auto' or 'ray://host:port'); "
         "default: $SPARSERL_RAY_ADDRESS, else start a local Ray",
     )
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray")
+    p.add_argument(
+        "--num-cpus", type=_positive_int, default=None, help="CPUs of the embedded local Ray"
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of CPUs >= 1, got {text!r}")
+    return value
+
+
+def check_num_cpus(args: argparse.Namespace) -> None:
+    """``--num-cpus`` sizes the embedded local Ray only: with the serial executor or a cluster
+    it would be ignored without a word."""
+    if args.num_cpus is None:
+        return
+    if args.executor == "serial":
+        raise ConfigError("--num-cpus sizes the local Ray; the serial executor uses one process")
+    address = args.address or os.environ.get("SPARSERL_RAY_ADDRESS")
+    if address:
+        raise ConfigError(
+            f"--num-cpus sizes the local Ray; the cluster at {address} has the CPUs its nodes "
+            "were started with (ray start --num-cpus)"
+        )
 
 
 def _add_set_arg(p: argparse.ArgumentParser) -> None:
@@ -67,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true", help="do not draw plots at the end")
-    _add_executor_args(run)
+    add_executor_args(run)
 
     config = sub.add_parser(
         "config",
@@ -94,7 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from experiments.executor import make_executor
     from experiments.registry import load_config
-    from experiments.run import check_machine, check_out, load_run, start_run, train
+    from experiments.run import (
+        budget_config,
+        check_machine,
+        check_out,
+        extend_run,
+        load_run,
+        start_run,
+        train,
+    )
 
     if args.resume and (args.config or args.overrides or args.out):
         raise ConfigError("--resume takes no config, --set or --out: the run folder's config wins")
@@ -102,9 +137,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("give a config file, or --resume RUN_DIR")
     if args.budget is not None and not args.resume:
         raise ConfigError("--budget raises a resumed run's budget; a new run takes --set budget=N")
+    check_num_cpus(args)
     if args.resume:
-        trainer, state = load_run(args.resume, budget=args.budget)
+        trainer, state = load_run(args.resume)
         run_dir = Path(args.resume)
+        if args.budget is not None:
+            # refused now if it would be; raised once the executor has started, so that a
+            # command that fails (a wrong --address) leaves the run as it was
+            budget_config(trainer, run_dir, args.budget)
         rows, wall = state["metrics_rows"], state["wall_time"]
         print(f"resuming {run_dir} at step {trainer.step}")
         moved = check_machine(run_dir, trainer.step)
@@ -116,8 +156,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         load_config(args.config, args.overrides)
         check_out(args.out)
         rows, wall = 0, 0.0
-    kwargs = {"num_cpus": args.num_cpus} if args.executor == "ray" and args.num_cpus else {}
+    kwargs = {"num_cpus": args.num_cpus} if args.num_cpus else {}
     with make_executor(args.executor, args.address, **kwargs) as executor:
+        if args.resume and args.budget is not None:
+            extend_run(trainer, run_dir, args.budget, state)
         if not args.resume:
             trainer, run_dir = start_run(args.config, args.overrides, args.out)
             print(f"run folder: {run_dir}")

@@ -16,6 +16,7 @@ base's. Bases can chain; a cycle or a missing base is an error naming the file. 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -67,8 +68,10 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: '{key}' must be a table, got {value!r}")
+        _check_no_nan(value, key, where)
         return dict(value)
     if tp is Any:
+        _check_no_nan(value, key, where)
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -79,7 +82,7 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
         return float(value)
     if tp is str:
@@ -87,6 +90,19 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
         return value
     raise TypeError(f"config field '{key}' has an unsupported type {_type_name(tp)}")
+
+
+def _check_no_nan(value: Any, key: str, where: str) -> None:
+    """No NaN anywhere in a free-form value: it would reach the run unnoticed, and a config
+    holding one never equals itself, so its run could not be resumed."""
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{where}: '{key}' must be a number, got nan")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_no_nan(v, f"{key}.{k}", where)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_no_nan(v, f"{key}[{i}]", where)
 
 
 def _check_limits(value: Any, meta: typing.Mapping, key: str, where: str) -> None:

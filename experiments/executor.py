@@ -198,6 +198,20 @@ def ray_environment() -> None:
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
+def local_cpus() -> int:
+    """The CPUs this process may use: its CPU affinity (``taskset``, a batch scheduler's
+    cpuset) and Ray's reading of a container's CPU quota, whichever is fewer. ``os.cpu_count``
+    counts the host's CPUs, which in a container or a job limited to two of them starts a
+    worker per host CPU on those two."""
+    from ray._private.utils import get_num_cpus
+
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform (macOS)
+        allowed = os.cpu_count() or 1
+    return max(1, min(allowed, int(get_num_cpus(override_docker_cpu_warning=True))))
+
+
 def _split_address(address: str) -> tuple[str, int] | None:
     """``host:port`` (or ``ray://host:port``) → (host, port); None for ``auto``."""
     if address == "auto":
@@ -306,11 +320,12 @@ def check_probes(reports: dict[str, dict], driver: dict) -> None:
 class RayExecutor:
     """Runs chunks of items as Ray tasks, embedded locally or on an existing cluster.
 
-    ``address=None`` starts a private local Ray (``num_cpus`` CPUs, no dashboard) and shuts it
-    down on `close`; ``"auto"``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"`` (or
-    ``SPARSERL_RAY_ADDRESS``) joins an existing cluster, which is left running. On joining, an
-    unreachable address fails within ``connect_timeout`` seconds, and every alive node is probed:
-    a node that cannot import sparserl, or runs another version of it, is an error naming it.
+    ``address=None`` starts a private local Ray (``num_cpus`` CPUs, default `local_cpus`, no
+    dashboard) and shuts it down on `close`; ``"auto"``, ``"HOST:PORT"`` or
+    ``"ray://HOST:PORT"`` (or ``SPARSERL_RAY_ADDRESS``) joins an existing cluster, which is left
+    running. On joining, an unreachable address fails within ``connect_timeout`` seconds, and
+    every alive node is probed: a node that cannot import sparserl, or runs another version of
+    it, is an error naming it.
 
     Chunks are sized so each task carries at least ``min_task_seconds`` of work (measured on
     earlier batches) while still giving every worker ``tasks_per_worker`` tasks to balance load.
@@ -346,7 +361,7 @@ class RayExecutor:
             if address is None:
                 # "local", not None: given None, ray.init joins the cluster named by RAY_ADDRESS
                 # or by the last `ray start` on this machine, and then refuses num_cpus.
-                kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count() or 1)
+                kwargs.update(address="local", num_cpus=num_cpus or local_cpus())
                 if object_store_memory is not None:
                     kwargs["object_store_memory"] = object_store_memory
                 if temp_dir is not None:

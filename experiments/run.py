@@ -29,6 +29,7 @@ its step.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import os
@@ -41,6 +42,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from envs.run_files import write_atomic
 from experiments import machine
 from experiments.config import write_toml
 from experiments.registry import load_config, trainer_class
@@ -120,16 +122,67 @@ def load_run(run_dir: str | Path, budget: int | None = None) -> tuple[Any, dict]
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.toml)")
     config = load_config(run_dir / "config.toml")
     state = load_checkpoint(run_dir)
+    check_config(run_dir, config, state)
     trainer = trainer_class(config.algorithm)(config)
     trainer.load_state_dict(state["trainer"])
     if budget is not None:
-        raise_budget(trainer, run_dir, budget)
-        # the checkpoint records the config too: a crash before the next one must still resume
-        save_checkpoint(run_dir, trainer, state["metrics_rows"], state["wall_time"])
+        extend_run(trainer, run_dir, budget, state)
     return trainer, state
 
 
-def raise_budget(trainer: Any, run_dir: Path, budget: int) -> None:
+def extend_run(trainer: Any, run_dir: str | Path, budget: int, state: dict) -> None:
+    """`raise_budget`, then a checkpoint at once: the checkpoint records the config too, so a
+    crash before the next one must still resume."""
+    raise_budget(trainer, Path(run_dir), budget)
+    save_checkpoint(Path(run_dir), trainer, state["metrics_rows"], state["wall_time"])
+
+
+def _changed(saved: Any, current: Any, key: str = "") -> list[str]:
+    """``key: saved -> current`` for each value the two configs (as dicts) hold differently.
+    A key only the current config has is a field added since the checkpoint (its default):
+    the trainer's own check decides about it."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for k in saved:
+            name = f"{key}.{k}" if key else str(k)
+            if k not in current:
+                out.append(f"{name}: {saved[k]!r} -> (absent)")
+            else:
+                out.extend(_changed(saved[k], current[k], name))
+        return out
+    return [] if saved == current else [f"{key}: {saved!r} -> {current!r}"]
+
+
+def check_config(run_dir: Path, config: Any, state: dict) -> None:
+    """A ValueError naming the run folder's ``config.toml`` and the keys in which it differs
+    from the config its checkpoint was written with (an edited ``config.toml``, or one copied
+    from another run): resuming would mix the two runs, or fail deep inside the trainer."""
+    path = Path(run_dir) / "config.toml"
+    if state.get("algorithm") not in (None, config.algorithm):
+        raise ValueError(
+            f"{path}: algorithm {config.algorithm!r}, but the checkpoint was written by a "
+            f"{state['algorithm']!r} run; a resume continues the run that wrote it"
+        )
+    trainer_state = state.get("trainer")
+    saved = trainer_state.get("config") if isinstance(trainer_state, dict) else None
+    if not isinstance(saved, dict):
+        return
+    changed = _changed(saved, dataclasses.asdict(config))
+    if not changed:
+        return
+    hint = ""
+    if isinstance(saved.get("budget"), int) and config.budget > saved["budget"]:
+        hint = (
+            f"; to extend the run, put back budget = {saved['budget']} and resume with "
+            f"--budget {config.budget}"
+        )
+    raise ValueError(
+        f"{path}: differs from the config the checkpoint was written with "
+        f"({'; '.join(changed)}); a resume continues the run as it was started{hint}"
+    )
+
+
+def raise_budget(trainer: Any, run_dir: str | Path, budget: int) -> None:
     """Give a restored run a larger budget, so that it continues past its old end.
 
     The continuation equals a run started with the larger budget wherever the budget only says
@@ -139,6 +192,15 @@ def raise_budget(trainer: Any, run_dir: Path, budget: int) -> None:
     budget refuses: its class's ``fixed_budget(config)`` names why (a learning-rate cosine, a
     time-sampling scheduler). ``config.toml`` is rewritten with the new budget and the change is
     logged in ``events.log``; a later ``--resume`` continues to the new budget."""
+    old, run_dir = trainer.config, Path(run_dir)
+    trainer.config = budget_config(trainer, run_dir, budget)
+    write_atomic(run_dir / "config.toml", lambda tmp: write_toml(trainer.config, tmp))
+    log_event(run_dir, trainer.step, f"budget raised from {old.budget} to {budget}")
+
+
+def budget_config(trainer: Any, run_dir: Path, budget: int) -> Any:
+    """The run's config with ``budget``, or the ValueError saying why its budget cannot be
+    raised (`raise_budget`); changes nothing, so the CLI asks it before starting an executor."""
     old = trainer.config
     if budget <= old.budget:
         raise ValueError(
@@ -148,10 +210,24 @@ def raise_budget(trainer: Any, run_dir: Path, budget: int) -> None:
     why = getattr(type(trainer), "fixed_budget", lambda config: None)(old)
     if why:
         raise ValueError(f"{old.algorithm}: the budget of this run cannot be raised: {why}")
-    run_dir = Path(run_dir)
-    trainer.config = load_config(run_dir / "config.toml", [f"budget={budget}"])
-    write_toml(trainer.config, run_dir / "config.toml")
-    log_event(run_dir, trainer.step, f"budget raised from {old.budget} to {budget}")
+    new = load_config(Path(run_dir) / "config.toml", [f"budget={budget}"])
+    trainer.config = new
+    try:
+        done = trainer.done
+    finally:
+        trainer.config = old
+    if done:
+        if trainer.step >= budget:  # the last iteration ran past the old budget (a chunk)
+            raise ValueError(
+                f"--budget {budget}: the run is already at step {trainer.step}; "
+                "give a budget above it"
+            )
+        # stopped by the trainer itself (the imitation learner's early stop), not by the budget
+        raise ValueError(
+            f"{old.algorithm}: the run stopped at step {trainer.step} before its budget of "
+            f"{old.budget} ran out; a larger budget would not continue it"
+        )
+    return new
 
 
 def log_event(run_dir: str | Path, step: int, message: str) -> None:
@@ -207,8 +283,17 @@ class MetricsLog:
                 body = lines[1:] if keep_rows is None else lines[1 : 1 + keep_rows]
                 self.rows = len(body)
                 self._body = body
-                with path.open("w", newline="") as fh:
-                    csv.writer(fh).writerows([self.columns, *body])
+                self._rewrite(body)
+
+    def _rewrite(self, body: list[list[str]]) -> None:
+        """The whole file anew, through a temporary file: a crash or Ctrl-C while a resumed run
+        trims or widens it leaves the old rows, never a truncated file."""
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as fh:
+                csv.writer(fh).writerows([self.columns, *body])
+
+        write_atomic(self.path, write)
 
     def append(self, row: dict[str, Any]) -> None:
         if self.columns is None:
@@ -218,9 +303,7 @@ class MetricsLog:
         new = [k for k in row if k not in self.columns]
         if self._body is not None and new:
             self.columns = [*self.columns, *new]
-            body = [line + [""] * len(new) for line in self._body]
-            with self.path.open("w", newline="") as fh:
-                csv.writer(fh).writerows([self.columns, *body])
+            self._rewrite([line + [""] * len(new) for line in self._body])
         self._body = None
         missing = set(self.columns) ^ set(row)
         if missing:
@@ -314,13 +397,14 @@ def train(
             wall_time += time.perf_counter() - t0
             log.append({"step": trainer.step, "wall_time": round(wall_time, 4), **figures})
             iterations += 1
-            bar.update(min(trainer.step, budget) - min(before, budget))
             shown = {k: _format(v) for k, v in trainer.progress().items()}
             if recorder.errors:
                 shown["item errors"] = str(recorder.errors)
             if recorder.events:
                 shown["cluster events"] = str(recorder.events)
+            # the figures first: update() draws the bar, and they belong to this step count
             bar.set_postfix(shown, refresh=False)
+            bar.update(min(trainer.step, budget) - min(before, budget))
             if time.monotonic() - last_save >= checkpoint_every:
                 save_checkpoint(run_dir, trainer, log.rows, wall_time)
                 last_save = time.monotonic()

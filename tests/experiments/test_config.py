@@ -185,3 +185,16 @@ def test_literal_choices_are_matched_by_type_too():
     taxons = Path(__file__).parents[2] / "experiments" / "configs" / "taxons_hardmaze.toml"
     with pytest.raises(ConfigError, match=r"'taxons.frame_size' must be one of \[32, 64\]"):
         load_config(taxons, ["taxons.frame_size=64.0"])
+
+
+def test_nan_is_refused_where_no_limit_would_catch_it():
+    """A NaN passed silently into fields without limits (observation bounds, free-form
+    tables), and its run could never be resumed: NaN != NaN, so the checkpoint's config never
+    matched config.toml ('checkpoint was written by a different config')."""
+    dqn = Path(__file__).parents[2] / "experiments" / "configs" / "dqn_cartpole.toml"
+    low = "env.obs_low=[-2.5, nan, -0.25, -4.0]"
+    with pytest.raises(ConfigError, match=r"'env.obs_low\[1\]' must be a number, got nan"):
+        load_config(dqn, [low])
+    with pytest.raises(ConfigError, match=r"'env.kwargs.x\[0\]' must be a number, got nan"):
+        load_config(dqn, ["env.kwargs={x=[nan]}"])
+    assert load_config(dqn, ["env.kwargs={x=[inf]}"]).env.kwargs == {"x": [float("inf")]}

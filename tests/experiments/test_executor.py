@@ -186,3 +186,68 @@ def test_embedded_ray_is_private_whatever_ray_address_says(monkeypatch, tmp_path
     assert services.canonicalize_bootstrap_address(address, kwargs.get("_temp_dir")) is None
     monkeypatch.delenv("RAY_ADDRESS")
     assert services.canonicalize_bootstrap_address(address, kwargs.get("_temp_dir")) is None
+
+
+def test_num_cpus_that_would_be_ignored_or_misread_is_an_error(monkeypatch, capsys):
+    """--num-cpus sizes the embedded local Ray only. 0 silently meant every CPU, a negative
+    count started Ray before failing, and beside --executor serial or a cluster address the
+    option was dropped without a word; each is now an error before any executor starts."""
+    from pathlib import Path
+
+    import experiments.executor
+    from experiments.cli import main
+
+    def no_executor(*args, **kwargs):
+        raise AssertionError("an executor was started")
+
+    monkeypatch.setattr(experiments.executor, "make_executor", no_executor)
+    monkeypatch.delenv("SPARSERL_RAY_ADDRESS", raising=False)
+    config = Path(__file__).parents[2] / "experiments" / "configs" / "ns_hardmaze.toml"
+    run = ["run", str(config), "--no-progress"]
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*run, "--num-cpus", bad])
+        assert exit_info.value.code == 2
+        assert "expected a whole number of CPUs >= 1" in capsys.readouterr().err
+    assert main([*run, "--executor", "serial", "--num-cpus", "2"]) == 2
+    assert "the serial executor uses one process" in capsys.readouterr().err
+    assert main([*run, "--address", "10.0.0.9:6379", "--num-cpus", "2"]) == 2
+    assert "the cluster at 10.0.0.9:6379 has the CPUs" in capsys.readouterr().err
+    monkeypatch.setenv("SPARSERL_RAY_ADDRESS", "auto")
+    assert main([*run, "--num-cpus", "2"]) == 2
+    assert "the cluster at auto has the CPUs" in capsys.readouterr().err
+
+
+def test_local_ray_is_sized_to_the_cpus_this_process_may_use(monkeypatch):
+    """The embedded Ray got ``os.cpu_count()`` CPUs: a worker per host CPU in a container with
+    a CPU quota, or in a job pinned to a few CPUs (taskset, a batch scheduler's cpuset), all
+    on those few. It now takes the affinity and the container quota into account."""
+    import ray
+    import ray._private.utils
+
+    import experiments.executor as executor_module
+
+    asked = {}
+
+    class NotStarted(Exception):
+        pass
+
+    def init(**kwargs):
+        asked.update(kwargs)
+        raise NotStarted
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(ray._private.utils, "get_num_cpus", lambda **kw: 3)  # a 3-CPU quota
+    with pytest.raises(NotStarted):
+        executor_module.RayExecutor()
+    assert asked["num_cpus"] == 3 and asked["address"] == "local"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5, 6}, raising=False)  # taskset
+    with pytest.raises(NotStarted):
+        executor_module.RayExecutor()
+    assert asked["num_cpus"] == 2
+    with pytest.raises(NotStarted):
+        executor_module.RayExecutor(num_cpus=7)  # --num-cpus wins
+    assert asked["num_cpus"] == 7

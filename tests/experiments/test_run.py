@@ -376,3 +376,131 @@ def test_executor_that_cannot_start_leaves_no_run_folder(tmp_path, monkeypatch, 
     assert "'ns.k' must be" in capsys.readouterr().err
     assert main(["run", str(CONFIG), "--out", str(out), "--address", "10.0.0.9:6379"]) == 2
     assert "not empty; nothing is overwritten" in capsys.readouterr().err
+
+
+def test_resume_names_what_an_edited_config_changed(tmp_path, capsys):
+    """A config.toml edited after the start (or copied from another run) is refused on resume
+    with the file and the keys that differ, and a hand-raised budget is pointed to --budget;
+    before, every case said only 'checkpoint was written by a different config'."""
+    _, run_dir = start_run(CONFIG, ["budget=100", "ns.pop_size=10"], tmp_path / "r")
+    path = run_dir / "config.toml"
+    original = path.read_text()
+    resume = ["run", "--resume", str(run_dir), "--executor", "serial", "--no-plots"]
+    path.write_text(original.replace("budget = 100", "budget = 200"))
+    assert main(resume) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sparserl: error: {path}: differs from the config the checkpoint")
+    assert "(budget: 100 -> 200)" in err and "put back budget = 100" in err
+    assert err.endswith("resume with --budget 200") and "\n" not in err
+    path.write_text(original.replace("k = 15", "k = 10").replace("pop_size = 10", "pop_size = 9"))
+    assert main(resume) == 2
+    assert "(ns.pop_size: 10 -> 9; ns.k: 15 -> 10)" in capsys.readouterr().err
+    path.write_text(CONFIG.with_name("dqn_cartpole.toml").read_text())
+    assert main(resume) == 2
+    assert (
+        "algorithm 'dqn', but the checkpoint was written by a 'ns' run" in capsys.readouterr().err
+    )
+    path.write_text(original)
+    assert main(resume) == 0
+    assert load_run(run_dir)[0].done
+
+
+def test_progress_bar_figures_belong_to_the_step_shown(tmp_path, monkeypatch, capsys):
+    """Each drawn bar shows the figures of the iteration that reached its step count (they
+    were drawn one iteration late: at 30/100 the figures of step 10)."""
+    import functools
+    import re
+
+    import experiments.run as run_module
+
+    monkeypatch.setattr(
+        run_module, "tqdm", functools.partial(run_module.tqdm, mininterval=0, miniters=1)
+    )
+    trainer, run_dir = start_run(CONFIG, ["budget=100", "ns.pop_size=10"], tmp_path / "r")
+    capsys.readouterr()
+    assert train(trainer, run_dir, SerialExecutor(), progress=True)
+    archive = {min(int(r["step"]), 100): int(r["archive_size"]) for r in metrics(run_dir)}
+    drawn = re.findall(r"(\d+)/100 \[[^]]*archive=(\d+)", capsys.readouterr().err)
+    assert len({step for step, _ in drawn}) >= len(archive) - 1
+    assert all(archive[int(step)] == int(size) for step, size in drawn), drawn
+
+
+def test_raised_budget_that_would_not_continue_the_run_is_refused(tmp_path, monkeypatch, capsys):
+    """--budget that the run has already passed (its last generation ran over the old budget),
+    or a run its trainer stopped early: the budget was rewritten and logged as raised, and the
+    "resumed" run did nothing. Now each is an error and nothing is rewritten."""
+    from qd.ns import NoveltySearch
+
+    _, run_dir = start_run(CONFIG, ["budget=100", "ns.pop_size=10"], tmp_path / "r")
+    resume = ["run", "--resume", str(run_dir), "--executor", "serial", "--no-plots"]
+    assert main([*resume, "--no-progress"]) == 0
+    before = (run_dir / "config.toml").read_text()
+    step = load_run(run_dir)[0].step
+    assert step == 110  # 10, then 20 per generation
+    assert main([*resume, "--budget", "105"]) == 2
+    assert "--budget 105: the run is already at step 110" in capsys.readouterr().err
+    monkeypatch.setattr(NoveltySearch, "done", property(lambda self: True))  # an early stop
+    assert main([*resume, "--budget", "200"]) == 2
+    err = capsys.readouterr().err
+    assert "ns: the run stopped at step 110 before its budget of 100 ran out" in err
+    assert (run_dir / "config.toml").read_text() == before
+    assert not (run_dir / "events.log").exists()
+    assert load_run(run_dir)[0].config.budget == 100
+
+
+def test_ctrl_c_while_a_resume_trims_metrics_keeps_them(tmp_path, monkeypatch):
+    """A resume rewrites metrics.csv down to its checkpoint's rows; Ctrl-C (or a full disk)
+    during that rewrite emptied the file, losing every row of the run. It goes through a
+    temporary file now."""
+    from experiments.run import MetricsLog
+
+    path = tmp_path / "metrics.csv"
+    text = "step,a\n1,0.5\n2,0.25\n3,0.125\n"
+    path.write_text(text)
+
+    class Interrupted:
+        def __init__(self, fh):
+            fh.write("step,a\n")  # part of the file written, then Ctrl-C
+
+        def writerows(self, rows):
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(csv, "writer", Interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            MetricsLog(path, keep_rows=2)
+    assert path.read_text() == text
+    log = MetricsLog(path, keep_rows=2)
+    log.append({"step": 3, "a": 0.1})
+    assert path.read_text().splitlines() == ["step,a", "1,0.5", "2,0.25", "3,0.1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_resume_with_budget_whose_executor_cannot_start_changes_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    """`--resume RUN --budget N --address WRONG` raised the budget (config.toml, events.log,
+    checkpoint) and then failed to join; the corrected command was refused with 'does not raise
+    the run's budget'. The budget is now raised only once the executor has started."""
+    import experiments.executor
+    from experiments.executor import ClusterError
+
+    _, run_dir = start_run(CONFIG, ["budget=100", "ns.pop_size=10"], tmp_path / "r")
+    resume = ["run", "--resume", str(run_dir), "--no-plots", "--no-progress"]
+    assert main([*resume, "--executor", "serial"]) == 0
+    before = (run_dir / "config.toml").read_text()
+
+    def unreachable(*args, **kwargs):
+        raise ClusterError("Ray cluster at 10.0.0.9:6379 is unreachable")
+
+    with monkeypatch.context() as m:
+        m.setattr(experiments.executor, "make_executor", unreachable)
+        assert main([*resume, "--budget", "150", "--address", "10.0.0.9:6379"]) == 2
+    assert "is unreachable" in capsys.readouterr().err
+    assert (run_dir / "config.toml").read_text() == before
+    assert not (run_dir / "events.log").exists()
+    assert load_run(run_dir)[0].config.budget == 100
+    assert main([*resume, "--budget", "150", "--executor", "serial"]) == 0
+    trainer = load_run(run_dir)[0]
+    assert trainer.config.budget == 150 and trainer.step == 150
+    assert "budget raised from 100 to 150" in (run_dir / "events.log").read_text()
