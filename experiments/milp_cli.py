@@ -16,15 +16,17 @@ from pathlib import Path
 
 
 def _executor_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--executor", choices=("serial", "ray"), default="ray")
-    p.add_argument("--address", default=None, help="join a Ray cluster ('auto', 'ray://h:p')")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded local Ray")
+    from experiments.cli import add_executor_args
+
+    add_executor_args(p)
 
 
 def _make_executor(args: argparse.Namespace):
+    from experiments.cli import check_num_cpus
     from experiments.executor import make_executor
 
-    kwargs = {"num_cpus": args.num_cpus} if args.executor == "ray" and args.num_cpus else {}
+    check_num_cpus(args)
+    kwargs = {"num_cpus": args.num_cpus} if args.num_cpus else {}
     return make_executor(args.executor, args.address, **kwargs)
 
 
@@ -42,6 +44,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     from milp.scip_settings import SolverSettings
     from milp.solve import (
         append_row,
+        check_runs,
         format_summary,
         open_results,
         solve_benchmark,
@@ -50,23 +53,25 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     )
 
     paths = list_instances(list(args.instances))
+    rules, seeds = list(dict.fromkeys(args.brancher)), list(dict.fromkeys(args.seeds))
     settings = SolverSettings(time_limit=args.time_limit, node_limit=args.node_limit)
+    check_runs(rules, seeds, settings)  # before solve.json fixes the plan
     plan = {
         "instances": [str(p) for p in paths],
-        "rules": list(args.brancher),
-        "seeds": list(args.seeds),
+        "rules": rules,
+        "seeds": seeds,
         "settings": settings.as_dict(),
     }
     out = Path(args.out)
     done = open_results(out, plan)
-    n = len(paths) * len(args.brancher) * len(args.seeds)
+    n = len(paths) * len(rules) * len(seeds)
     with _make_executor(args) as executor:
         resumed = f", {len(done)} done before" if done else ""
         print(f"solving {n} runs ({len(paths)} instances{resumed}) on {executor.describe()}")
         rows = solve_benchmark(
             paths,
-            args.brancher,
-            args.seeds,
+            rules,
+            seeds,
             settings,
             executor,
             progress=True,

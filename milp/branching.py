@@ -1,6 +1,7 @@
 """An Ecole-shaped branching environment on PySCIPOpt, and policies as SCIP branching rules.
 
-`Branching(observation_function, reward_function, information_function, scip_params)`:
+`Branching(observation_function, reward_function, information_function, scip_params,
+pseudo_candidates)`:
 
 - ``reset(instance) -> (observation, action_set, reward_offset, done, info)``;
 - ``step(action) -> (observation, action_set, reward, done, info)``.
@@ -8,7 +9,9 @@
 ``instance`` is a file path (read with `milp.instances.read_instance`) or a PySCIPOpt model
 in stage PROBLEM, which the environment then solves and owns. ``action_set`` holds the LP
 branching candidates as prob-indices (the variable rows of the observations, see
-`milp.observations`); an action is one of them, or `DEFAULT` (also the string ``"default"``),
+`milp.observations`), or with ``pseudo_candidates=True`` (Ecole's option) the pseudo
+branching candidates, every unfixed integer variable, still decided at LP branching calls
+only; an action is one of them, or `DEFAULT` (also the string ``"default"``),
 which hands the node to SCIP's next branching rule (our rule returns DIDNOTRUN: PySCIPOpt 6
 cannot call SCIP's rules from inside a custom one). An action outside ``action_set`` is a
 ValueError and leaves the episode where it was.
@@ -18,7 +21,8 @@ How it runs: SCIP solves in-process, in one solver thread per episode, and our `
 observation, reward and information *in the solver thread*, hands them to `reset`/`step`, and
 blocks until the next action arrives; no solver work is repeated. Observation, reward and
 information functions follow Ecole's protocol (``before_reset(model)``, ``extract(model,
-done)``) and may be given as a dict or tuple of functions, extracted element-wise. An
+done)``) and may be given as a dict or tuple of functions, extracted element-wise; the
+terminal observation is None (observation functions are not called there, as in Ecole). An
 exception inside a function ends the episode: `step` re-raises it and the next call must be
 `reset`.
 
@@ -43,8 +47,8 @@ import numpy as np
 import pyscipopt as scip
 
 from milp.instances import InstanceError, read_instance
-from milp.observations import NodeBipartite, lp_candidates
-from milp.rewards import IsDone
+from milp.observations import NodeBipartite, branching_candidates
+from milp.rewards import IsDone, RewardFunction
 from milp.scip_settings import MAX_SEED, TOP_PRIORITY, SolverSettings, seed_params, set_param
 
 __all__ = [
@@ -94,11 +98,20 @@ class _Composite:
     def extract(self, model: scip.Model, done: bool) -> Any:
         if self.fns is None:
             return None
+        # One memo for the whole call: a reward met in two entries ({"n": r, "cost": -r})
+        # is read once, as within one expression (a second read of a counter gives 0).
+        memo: dict[int, float] = {}
+
+        def one(fn: Any) -> Any:
+            if isinstance(fn, RewardFunction):
+                return fn._extract_once(model, done, memo)
+            return fn.extract(model, done)
+
         if isinstance(self.fns, dict):
-            return {k: fn.extract(model, done) for k, fn in self.fns.items()}
+            return {k: one(fn) for k, fn in self.fns.items()}
         if isinstance(self.fns, tuple | list):
-            return tuple(fn.extract(model, done) for fn in self.fns)
-        return self.fns.extract(model, done)
+            return tuple(one(fn) for fn in self.fns)
+        return one(self.fns)
 
 
 class _EmptyInformation:
@@ -135,8 +148,9 @@ class _AgentBranchrule(LPBranchrule):
 class _Episode:
     """One solve in its own thread, exchanging messages with `Branching`."""
 
-    def __init__(self, model: scip.Model, obs, reward, info) -> None:
+    def __init__(self, model: scip.Model, obs, reward, info, pseudo: bool = False) -> None:
         self.model = model
+        self.pseudo = pseudo
         self.obs, self.reward, self.info = obs, reward, info
         self.to_agent: queue.Queue = queue.Queue()
         self.to_solver: queue.Queue = queue.Queue()
@@ -156,7 +170,11 @@ class _Episode:
 
     def _extract(self, done: bool) -> tuple:
         m = self.model
-        return self.obs.extract(m, done), self.reward.extract(m, done), self.info.extract(m, done)
+        reward = self.reward.extract(m, done)
+        # As in Ecole, the terminal state has no observation (None) and the observation
+        # functions are not called there: many read the node, which no longer exists.
+        obs = None if done else self.obs.extract(m, done)
+        return obs, reward, self.info.extract(m, done)
 
     def _run(self) -> None:
         try:
@@ -177,7 +195,7 @@ class _Episode:
         if self.stopping:
             return {"result": scip.SCIP_RESULT.DIDNOTRUN}
         try:
-            idx, cands, _ = lp_candidates(model)
+            idx, cands = branching_candidates(model, self.pseudo)
             self.cands = dict(zip(idx.tolist(), cands, strict=True))
             obs, reward, info = self._extract(False)
         except BaseException as exc:  # noqa: BLE001
@@ -218,6 +236,7 @@ class Branching:
         reward_function: Any = None,
         information_function: Any = None,
         scip_params: SolverSettings | dict | None = None,
+        pseudo_candidates: bool = False,
     ) -> None:
         obs = NodeBipartite() if observation_function == "default" else observation_function
         self.observation_function = _Composite(obs)
@@ -226,6 +245,7 @@ class Branching:
             _EmptyInformation() if information_function is None else information_function
         )
         self.scip_params = SolverSettings(time_limit=None) if scip_params is None else scip_params
+        self.pseudo_candidates = bool(pseudo_candidates)
         self._seed: int | None = None
         self._episode: _Episode | None = None
         self._action_set: np.ndarray | None = None
@@ -265,7 +285,11 @@ class Branching:
         self._configure(model)
         self.model = model
         self._episode = _Episode(
-            model, self.observation_function, self.reward_function, self.information_function
+            model,
+            self.observation_function,
+            self.reward_function,
+            self.information_function,
+            self.pseudo_candidates,
         )
         return self._receive()
 
@@ -291,9 +315,10 @@ class Branching:
                 raise ValueError(f"action must be a prob-index or DEFAULT, got {action!r}")
             action = int(action)
             if action not in self._episode.cands:
+                kind = "pseudo" if self.pseudo_candidates else "LP"
                 raise ValueError(
                     f"action {action} is not in the action set ({len(self._action_set)} "
-                    "LP branching candidates)"
+                    f"{kind} branching candidates)"
                 )
         self._episode.to_solver.put(action)
         return self._receive()
@@ -316,8 +341,14 @@ class PolicyBranchrule(LPBranchrule):
     solve fail with its own "unspecified error"; ``error`` keeps the original, which
     `optimize` raises instead."""
 
-    def __init__(self, policy: Callable[[Any, np.ndarray], Any], observation_function) -> None:
+    def __init__(
+        self,
+        policy: Callable[[Any, np.ndarray], Any],
+        observation_function,
+        pseudo_candidates: bool = False,
+    ) -> None:
         self.policy = policy
+        self.pseudo_candidates = pseudo_candidates
         self.observation_function = observation_function
         self.decisions = 0
         self.error: BaseException | None = None
@@ -330,7 +361,7 @@ class PolicyBranchrule(LPBranchrule):
             raise
 
     def _branch(self) -> dict:
-        idx, cands, _ = lp_candidates(self.model)
+        idx, cands = branching_candidates(self.model, self.pseudo_candidates)
         obs = self.observation_function.extract(self.model, False)
         action = self.policy(obs, idx)
         self.decisions += 1
@@ -338,7 +369,8 @@ class PolicyBranchrule(LPBranchrule):
             return {"result": scip.SCIP_RESULT.DIDNOTRUN}
         where = np.flatnonzero(idx == int(action))
         if where.size == 0:
-            raise ValueError(f"policy chose {action}, which is not an LP branching candidate")
+            kind = "a pseudo" if self.pseudo_candidates else "an LP"
+            raise ValueError(f"policy chose {action}, which is not {kind} branching candidate")
         self.model.branchVar(cands[int(where[0])])
         return {"result": scip.SCIP_RESULT.BRANCHED}
 
@@ -347,12 +379,14 @@ def include_policy(
     model: scip.Model,
     policy: Callable[[Any, np.ndarray], Any],
     observation_function: Any = None,
+    pseudo_candidates: bool = False,
 ) -> PolicyBranchrule:
     """Make ``policy`` SCIP's first branching rule on ``model``; returns the rule (its
-    ``decisions`` counts the calls)."""
+    ``decisions`` counts the calls). ``pseudo_candidates``: the action set holds every unfixed
+    integer variable (as learn2branch's evaluation), not only the LP candidates."""
     obs = _Composite(NodeBipartite() if observation_function is None else observation_function)
     obs.before_reset(model)
-    rule = PolicyBranchrule(policy, obs)
+    rule = PolicyBranchrule(policy, obs, pseudo_candidates)
     model.includeBranchrule(rule, "sparserl-policy", "a learned policy", TOP_PRIORITY, -1, 1.0)
     return rule
 

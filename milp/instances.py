@@ -62,10 +62,12 @@ def _check_int(name: str, value: Any, low: int) -> int:
     return check_int(name, value, low, InstanceError)
 
 
-def _check_interval(name: str, value: Any) -> tuple[int, int]:
+def _check_interval(name: str, value: Any, min_low: int | None = None) -> tuple[int, int]:
     low, high = (int(v) for v in value)
     if high <= low:
         raise InstanceError(f"{name} must be a half-open interval [low, high) with high > low")
+    if min_low is not None and low < min_low:
+        raise InstanceError(f"{name} must have low >= {min_low}, got [{low}, {high})")
     return low, high
 
 
@@ -308,8 +310,10 @@ class CapacitatedFacilityLocationGenerator(InstanceGenerator):
             raise InstanceError(f"ratio must be > 0, got {ratio!r}")
         self.continuous_assignment = continuous_assignment
         self.ratio = float(ratio)
-        self.demand_interval = _check_interval("demand_interval", demand_interval)
-        self.capacity_interval = _check_interval("capacity_interval", capacity_interval)
+        # Positive demands and capacities: all-zero capacities made the rescaled ones NaN
+        # (0/0) in the model, and negative demands an infeasible instance.
+        self.demand_interval = _check_interval("demand_interval", demand_interval, 1)
+        self.capacity_interval = _check_interval("capacity_interval", capacity_interval, 1)
         self.fixed_cost_cste_interval = _check_interval(
             "fixed_cost_cste_interval", fixed_cost_cste_interval
         )
@@ -594,10 +598,11 @@ def read_instance(path: str | Path) -> scip.Model:
 
 def list_instances(spec: str | Path | list) -> list[Path]:
     """Instance files named by a folder (its ``.mps``/``.lp``/``.gz`` files, sorted), a glob
-    pattern, a single file, or a list of those. Raises `InstanceError` when nothing matches."""
+    pattern, a single file, or a list of those; a file named twice (a folder and a file in
+    it) is listed once, where it first appears. Raises `InstanceError` when nothing
+    matches."""
     if isinstance(spec, list | tuple):
-        out = [p for s in spec for p in list_instances(s)]
-        return out
+        return list(dict.fromkeys(p for s in spec for p in list_instances(s)))
     p = Path(spec)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and _suffix(f))

@@ -41,7 +41,9 @@ __all__ = [
     "NodeBipartiteObs",
     "Pseudocosts",
     "StrongBranchingScores",
+    "branching_candidates",
     "lp_candidates",
+    "pseudo_candidates",
 ]
 
 SOLVING = scip.SCIP_STAGE.SOLVING
@@ -52,6 +54,22 @@ def lp_candidates(model: scip.Model) -> tuple[np.ndarray, list, np.ndarray]:
     cands, sols, _, ncands, _, _ = model.getLPBranchCands()
     idx = np.array([var_probindex(v) for v in cands[:ncands]], dtype=np.int64)
     return idx, list(cands[:ncands]), np.asarray(sols[:ncands], dtype=float)
+
+
+def pseudo_candidates(model: scip.Model) -> tuple[np.ndarray, list]:
+    """Pseudo branching candidates (every unfixed integer variable, as Ecole's
+    ``pseudo_candidates=True``): (prob-indices, PySCIPOpt variables)."""
+    cands, ncands, _ = model.getPseudoBranchCands()
+    idx = np.array([var_probindex(v) for v in cands[:ncands]], dtype=np.int64)
+    return idx, list(cands[:ncands])
+
+
+def branching_candidates(model: scip.Model, pseudo: bool = False) -> tuple[np.ndarray, list]:
+    """The action set of a branching decision: LP candidates, or pseudo candidates."""
+    if pseudo:
+        return pseudo_candidates(model)
+    idx, cands, _ = lp_candidates(model)
+    return idx, cands
 
 
 @dataclass

@@ -82,6 +82,9 @@ class RewardFunction:
     def __pow__(self, other):
         return self._combine(other, operator.pow)
 
+    def __rpow__(self, other):
+        return self._combine(other, operator.pow, True)
+
     def __neg__(self):
         return _Composed(operator.neg, (self,))
 

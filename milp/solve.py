@@ -49,6 +49,7 @@ __all__ = [
     "SHIFTS",
     "SolveTask",
     "append_row",
+    "check_runs",
     "open_results",
     "shifted_geometric_mean",
     "solve_benchmark",
@@ -176,7 +177,8 @@ def solve_benchmark(
     done: dict[tuple[str, str, int], dict[str, Any]] | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Solve every (instance, rule, seed) through ``executor``; one row each, in that order.
+    """Solve every (instance, rule, seed) through ``executor``; one row each, in that order
+    (an instance, rule or seed named twice counts once).
 
     Runs stream through the workers one at a time (`executor.imap`), so a long solve never
     holds back a batch of short ones; ``progress`` shows a bar. Unknown rule names are
@@ -184,15 +186,12 @@ def solve_benchmark(
     by (path, rule, seed) (`open_results`): those runs are not repeated; ``on_row(row)`` is
     called with each new row as it finishes (`append_row`).
     """
-    for rule in rules:
-        _resolve_rule(rule)
+    # An instance, rule or seed named twice is one run, not two counted twice in the summary.
+    paths = list(dict.fromkeys(str(p) for p in paths))
+    rules = list(dict.fromkeys(rules))
+    per_seed = check_runs(rules, list(dict.fromkeys(int(s) for s in seeds)), settings)
     done = done or {}
-    tasks = [
-        SolveTask(str(p), rule, replace(settings, seed=int(s)))
-        for p in paths
-        for rule in rules
-        for s in seeds
-    ]
+    tasks = [SolveTask(p, rule, s) for p in paths for rule in rules for s in per_seed]
     remaining = [t for t in tasks if _task_key(t) not in done]
     rows = dict(done)
     stream = executor.imap(solve_task, remaining, errors="return")
@@ -205,6 +204,17 @@ def solve_benchmark(
                 on_row(row)
             bar.update()
     return [rows[_task_key(t)] for t in tasks]
+
+
+def check_runs(
+    rules: Sequence[str], seeds: Sequence[int], settings: SolverSettings
+) -> list[SolverSettings]:
+    """Reject unknown rules, unreadable brancher files and seeds SCIP cannot take (errors
+    name the culprit) before anything is written or solved; returns the settings of each
+    seed."""
+    for rule in rules:
+        _resolve_rule(rule)
+    return [replace(settings, seed=int(s)) for s in seeds]
 
 
 def _task_key(task: SolveTask) -> tuple[str, str, int]:
@@ -278,13 +288,19 @@ def shifted_geometric_mean(values: Sequence[float], shift: float) -> float:
     return float(np.exp(np.mean(np.log(x + shift))) - shift)
 
 
+def _instance_key(row: dict[str, Any]) -> str:
+    """The instance a row is about: its path, as two folders may hold files of one name
+    (instances generated with other seeds)."""
+    return str(row.get("path") or row["instance"])
+
+
 def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One summary row per rule, in order of first appearance (see the module docstring)."""
     rules = list(dict.fromkeys(r["rule"] for r in rows))
     wins = dict.fromkeys(rules, 0)
     by_pair: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in rows:
-        by_pair.setdefault((r["instance"], r["seed"]), []).append(r)
+        by_pair.setdefault((_instance_key(r), r["seed"]), []).append(r)
     for group in by_pair.values():
         solved = [r for r in group if r["status"] in SOLVED]
         if solved:
@@ -346,8 +362,8 @@ def write_plot(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Per (instance, seed) nodes and time of every rule against the first rule (log-log)."""
     rules = list(dict.fromkeys(r["rule"] for r in rows))
     base, others = rules[0], rules[1:] or rules[:1]
-    index = {(r["instance"], r["seed"], r["rule"]): r for r in rows if r["status"] != "error"}
-    pairs = sorted({(r["instance"], r["seed"]) for r in rows})
+    index = {(_instance_key(r), r["seed"], r["rule"]): r for r in rows if r["status"] != "error"}
+    pairs = sorted({(_instance_key(r), r["seed"]) for r in rows})
     fig, axes = new_figure(1, 2, figsize=(10, 4.5))
     for ax, key, shift in ((axes[0], "nodes", 1.0), (axes[1], "time", 1e-3)):
         lo, hi = math.inf, 0.0

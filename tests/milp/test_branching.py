@@ -267,3 +267,100 @@ def test_failing_policy_raises_its_own_error():
     rule = include_policy(model, lambda obs, a: int(a[0]), observation_function=NNodes())
     optimize(model, rule)
     assert model.getStatus() == "optimal" and rule.error is None and rule.decisions > 0
+
+
+class _CandidateSets:
+    """Observation: (LP candidates, unfixed integer variables) as prob-index sets."""
+
+    def before_reset(self, model):
+        pass
+
+    def extract(self, model, done):
+        from milp.observations import lp_candidates
+
+        if done:
+            return None
+        unfixed = {
+            j
+            for j, v in enumerate(model.getVars(transformed=True))
+            if v.vtype() != "CONTINUOUS" and v.getUbLocal() - v.getLbLocal() > 0.5
+        }
+        return set(lp_candidates(model)[0].tolist()), unfixed
+
+
+def test_pseudo_candidates_action_set_as_in_ecole():
+    """Ecole's ``Branching(pseudo_candidates=True)`` (learn2branch's evaluation) offers every
+    unfixed integer variable, not only the fractional ones; the option was missing (a
+    TypeError)."""
+    env = Branching(
+        observation_function=_CandidateSets(), scip_params=SETTINGS, pseudo_candidates=True
+    )
+    (lp, unfixed), action_set, _, done, _ = env.reset(_instance())
+    steps = integral = 0
+    while not done:
+        assert set(action_set.tolist()) == unfixed and lp < unfixed
+        extra = sorted(unfixed - lp)
+        integral += bool(extra)
+        # Branch on a variable whose LP value is integral where there is one.
+        action = extra[0] if extra else int(action_set[0])
+        obs, action_set, _, done, _ = env.step(action)
+        if not done:
+            lp, unfixed = obs
+        steps += 1
+    assert steps >= 3 and integral >= 1
+    assert env.model.getStatus() == "optimal"
+    model = _instance()
+    SETTINGS.apply(model)
+    seen = []
+    rule = include_policy(
+        model, lambda obs, s: seen.append(s.size) or int(s[0]), None, pseudo_candidates=True
+    )
+    model.optimize()
+    assert rule.decisions >= 1 and model.getStatus() == "optimal"
+    # At the root no integer variable is fixed yet (presolve is off).
+    assert seen[0] == sum(v.vtype() != "CONTINUOUS" for v in model.getVars())
+
+
+def test_terminal_observation_is_none_and_not_extracted():
+    """Ecole does not call the observation functions on the terminal state (observation None);
+    ours did, so a function reading the node (here the LP candidates) failed the whole
+    episode at its last step with SCIP's "method cannot be called at this time"."""
+
+    class NCandidates:
+        def before_reset(self, model):
+            pass
+
+        def extract(self, model, done):
+            return model.getLPBranchCands()[3]
+
+    env = Branching(
+        observation_function=NCandidates(), reward_function=NNodes(), scip_params=SETTINGS
+    )
+    obs, action_set, total, done, _ = env.reset(_instance())
+    while not done:
+        assert obs == action_set.size
+        obs, action_set, reward, done, _ = env.step(DEFAULT)
+        total += reward
+    assert obs is None and total == env.model.getNTotalNodes()
+
+
+def test_reward_shared_by_two_entries_of_a_dict_is_read_once():
+    """``{"nodes": n, "cost": -n}`` read the counter twice per call: "cost" always got -0."""
+    n = NNodes()
+    env = Branching(
+        observation_function=None, reward_function={"nodes": n, "cost": -n}, scip_params=SETTINGS
+    )
+    _, _, reward, done, _ = env.reset(_instance())
+    total = dict(reward)
+    while not done:
+        _, _, reward, done, _ = env.step(DEFAULT)
+        assert reward["cost"] == -reward["nodes"]
+        total = {k: total[k] + reward[k] for k in total}
+    assert total["nodes"] == -total["cost"] == env.model.getNTotalNodes() > 5
+
+
+def test_number_to_the_power_of_a_reward():
+    """``2 ** reward`` was a TypeError (no ``__rpow__``), unlike the other operators with a
+    number on the left and Ecole's rewards."""
+    assert (2 ** Constant(3)).extract(None, False) == pytest.approx(8.0)
+    assert (2 ** -Constant(1) + 1).extract(None, False) == pytest.approx(1.5)

@@ -183,3 +183,16 @@ def test_release_frees_a_model_with_a_python_plugin_without_garbage_collection()
             assert (alive() is None) == cut
     finally:
         gc.enable()
+
+
+def test_facility_intervals_must_give_positive_demands_and_capacities():
+    """Capacities drawn all zero (capacity_interval (0, 1)) were rescaled by 0/0 into NaN
+    coefficients of the model, with only a NumPy warning; negative demands gave an
+    infeasible instance silently."""
+    for name, interval in (("capacity_interval", (0, 1)), ("demand_interval", (-10, -5))):
+        with pytest.raises(InstanceError, match=rf"{name} must have low >= 1"):
+            make_generator("facilities", None, n_customers=5, n_facilities=3, **{name: interval})
+    model = next(make_generator("facilities", None, seed=0, n_customers=5, n_facilities=3,
+                                capacity_interval=(1, 2)))  # fmt: skip
+    values = [v for c in model.getConss() for v in model.getValsLinear(c).values()]
+    assert np.all(np.isfinite(values))

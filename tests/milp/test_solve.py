@@ -200,3 +200,62 @@ def test_a_failing_learned_brancher_raises_its_own_error(tmp_path, monkeypatch):
     task = SolveTask(list_instances(tmp_path)[0], str(brancher), SolverSettings())
     with pytest.raises(ZeroDivisionError, match="the policy's own failure"):
         solve_task(task)
+
+
+def test_wins_tell_apart_instances_of_the_same_name_in_two_folders():
+    """Two folders of instances generated with other seeds hold files of the same name; wins
+    used to be counted per file name, so two instances counted as one (one win in all)."""
+    rows = [
+        {"instance": "setcover_easy_0000.lp", "path": f"{folder}/setcover_easy_0000.lp",
+         "seed": 0, "rule": rule, "status": "optimal", "time": t, "nodes": 1,
+         "lp_iterations": 1}
+        for folder, times in (("a", {"x": 1.0, "y": 2.0}), ("b", {"x": 3.0, "y": 1.0}))
+        for rule, t in times.items()
+    ]  # fmt: skip
+    s = {r["rule"]: r for r in summarise(rows)}
+    assert s["x"]["wins"] == 1 and s["y"]["wins"] == 1
+
+
+def test_cli_bad_rule_or_seed_leaves_the_folder_usable(tmp_path, shared_data):
+    """A misspelt rule or a bad seed used to fail only after solve.json had recorded that
+    plan, so the corrected command on the same folder was refused ("another solve
+    benchmark")."""
+    from experiments.milp_cli import add_subcommands
+
+    parser = argparse.ArgumentParser(prog="sparserl")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "bench"
+
+    def solve(rule, seed):
+        args = parser.parse_args(
+            ["milp", "solve", "--brancher", rule, "--instances",
+             str(shared_data / "miplib" / "egout.mps"), "--seeds", seed, "--time-limit", "30",
+             "--out", str(out), "--executor", "serial"]
+        )  # fmt: skip
+        return args.func(args)
+
+    with pytest.raises(ValueError, match="unknown branching rule 'relpscot'"):
+        solve("relpscot", "0")
+    with pytest.raises(ValueError, match="seed must be in"):
+        solve("relpscost", "-1")
+    assert not out.exists() or not any(out.iterdir())
+    assert solve("relpscost", "0") == 0
+
+
+def test_an_instance_or_seed_named_twice_is_solved_and_counted_once(shared_data):
+    """A file named twice (on its own and through a folder or glob) or a repeated seed was
+    solved twice and counted twice: 6 runs reported for 2 (and the repeated instance weighed
+    double in the shifted geometric means)."""
+    from experiments.executor import SerialExecutor
+    from milp.instances import list_instances
+
+    egout = shared_data / "miplib" / "egout.mps"
+    paths = list_instances([str(egout), str(shared_data / "miplib" / "flugpl.mps"), str(egout)])
+    assert [p.name for p in paths] == ["egout.mps", "flugpl.mps"]
+    rows = solve_benchmark(
+        [*paths, egout], ["relpscost", "relpscost"], [0, 0], SolverSettings(time_limit=30),
+        SerialExecutor(),
+    )  # fmt: skip
+    assert [r["instance"] for r in rows] == ["egout.mps", "flugpl.mps"]
+    (summary,) = summarise(rows)
+    assert summary["runs"] == 2 and summary["solved"] == 2
