@@ -7,9 +7,11 @@ compiled here carries the code and constants of the kernels it calls in other mo
 a module changed, Numba loaded the caller's stale machine code, which then read and wrote memory
 by the old layout: heap corruption and crashes far from the cause. So every kernel's cache entry
 is stamped with a digest of all the modules of this package as well, and any change here
-recompiles them all on first use. The stamp goes in through Numba's ``CACHE_LOCATOR_CLASSES``
-setting (``NUMBA_CACHE_LOCATOR_CLASSES``; left alone when the user set it); functions outside
-``kernels/`` keep Numba's own locators, and where the cache lives does not change.
+recompiles them all on first use. The stamped locators go first in Numba's default locator
+list (a user's ``NUMBA_CACHE_LOCATOR_CLASSES`` still replaces that list); functions outside
+``kernels/`` keep Numba's own locators, and where the cache lives does not change. (Not through
+Numba's ``config.CACHE_LOCATOR_CLASSES``: every compile after a change to any ``NUMBA_*``
+environment variable reloads the config from the environment and would drop it.)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from numba.core import caching, config
+from numba.core import caching
 
 __all__ = ["source_digest"]
 
@@ -60,17 +62,14 @@ class UserWideLocator(_PackageStamp, caching.UserWideCacheLocator):
     pass
 
 
-if not config.CACHE_LOCATOR_CLASSES:
-    # Numba's own order, each preceded by its package-stamped twin.
-    config.CACHE_LOCATOR_CLASSES = ",".join(
-        [
-            f"{__name__}.UserProvidedLocator",
-            f"{__name__}.InTreeLocator",
-            f"{__name__}.UserWideLocator",
-            "UserProvidedCacheLocator",
-            "InTreeCacheLocator",
-            "UserWideCacheLocator",
-            "IPythonCacheLocator",
-            "ZipCacheLocator",
-        ]
-    )
+# Numba's own order, each preceded by its package-stamped twin.
+caching.CacheImpl._locator_classes = [
+    UserProvidedLocator,
+    caching.UserProvidedCacheLocator,
+    InTreeLocator,
+    caching.InTreeCacheLocator,
+    UserWideLocator,
+    caching.UserWideCacheLocator,
+    caching.IPythonCacheLocator,
+    caching.ZipCacheLocator,
+]

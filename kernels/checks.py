@@ -17,9 +17,13 @@ def check_int(name: str, value: object, low: int = 1, error: type[ValueError] = 
 
 
 def finite_action(env: str, action: object, size: int, what: str) -> np.ndarray:
-    """``action`` as a float64 vector of ``size`` entries (reshaped); a NaN or infinite entry is
-    a ValueError naming the environment and what the entries are (e.g. "joint speeds")."""
-    a = np.asarray(action, dtype=np.float64).reshape(size)
-    if not np.all(np.isfinite(a)):
+    """``action`` as a float64 vector of ``size`` entries (reshaped); a NaN or infinite entry,
+    another number of entries or something that is not numbers is a ValueError naming the
+    environment and what the entries are (e.g. "joint speeds")."""
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError):
+        a = np.full(0, np.nan)
+    if a.size != size or not np.all(np.isfinite(a)):
         raise ValueError(f"{env}: action must be {size} finite {what}, got {action!r}")
-    return a
+    return a.reshape(size)

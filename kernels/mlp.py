@@ -44,10 +44,13 @@ OUTPUT_ACTIVATIONS = ("tanh_half", "linear")
 
 
 def _check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
-    out = tuple(int(s) for s in sizes)
-    if len(out) < 2 or any(s < 1 for s in out):
-        raise ValueError(f"layer sizes must be at least 2 positive integers, got {tuple(sizes)}")
-    return out
+    sizes = tuple(sizes)
+    # int() would truncate a size of 5.5 to 5 (a smaller network, silently).
+    if len(sizes) < 2 or not all(
+        isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 1 for s in sizes
+    ):
+        raise ValueError(f"layer sizes must be at least 2 positive integers, got {sizes}")
+    return tuple(int(s) for s in sizes)
 
 
 def genome_size(layer_sizes: Sequence[int], bias_per_neuron: bool = False) -> int:

@@ -57,6 +57,20 @@ def test_a_change_in_a_called_module_recompiles_its_callers(tmp_path):
     assert _run(tmp_path) == "10"
 
 
+def test_the_stamp_survives_a_numba_config_reload(monkeypatch):
+    """Numba reloads its config from the environment at the first compile after any NUMBA_*
+    variable changed; a kernel compiled after that must still get a stamped cache locator."""
+    from numba.core import caching, config
+
+    from kernels import mlp
+
+    name = "NUMBA_DISABLE_PERFORMANCE_WARNINGS"
+    monkeypatch.setenv(name, "0" if os.environ.get(name) == "1" else "1")
+    config.reload_config()  # what the next compile does
+    locator = caching.FunctionCache(mlp.forward.py_func)._impl.locator
+    assert isinstance(locator, kernels._PackageStamp), type(locator)
+
+
 def test_source_digest_follows_every_module(tmp_path):
     (tmp_path / "a.py").write_text("x = 1\n")
     (tmp_path / "b.py").write_text("y = 2\n")

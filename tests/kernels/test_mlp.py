@@ -125,5 +125,9 @@ def test_bad_layer_sizes_and_activation_names_are_errors():
         mlp.genome_size((5,))
     with pytest.raises(ValueError, match="layer sizes"):
         mlp.genome_size((5, 0, 2))
+    for sizes in ((5, 5.5, 2), (5, 5.0, 2), (5, True, 2), (5, "5", 2)):
+        with pytest.raises(ValueError, match="layer sizes must be at least 2 positive integers"):
+            mlp.genome_size(sizes)
+    assert mlp.genome_size((np.int64(5), np.int32(5), 2)) == 37
     with pytest.raises(ValueError, match="unknown output activation 'relu'"):
         mlp.output_is_linear("relu")
