@@ -399,7 +399,8 @@ class AutoEncoder:
         if len(flat) < 2 or max_epochs < 1:
             return report
         perm = torch.randperm(len(flat), generator=self.generator).numpy()
-        n_val = max(1, int(round(validation * len(flat))))
+        # At least one frame on each side: a split that rounds to every frame trains on none.
+        n_val = min(max(1, int(round(validation * len(flat)))), len(flat) - 1)
         val, train = flat[np.sort(perm[:n_val])], flat[np.sort(perm[n_val:])]
         snap = self._snapshot()
         best, strikes = math.inf, 0

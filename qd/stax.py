@@ -52,6 +52,7 @@ from typing import Literal
 import numpy as np
 
 from envs.observations import ObservationItem, observe_item
+from envs.qd_task import cached_task
 from qd.archive import FIELDS, NoveltyArchive
 from qd.autoencoder import AutoEncoder
 from qd.serene import Serene, SereneConfig
@@ -173,6 +174,13 @@ class Stax(Serene):
     def __init__(self, config: StaxConfig) -> None:
         super().__init__(config)
         s = config.stax
+        episode = cached_task(self.task_key).max_steps
+        if s.samples > episode:
+            # StaxConfig checks an explicit env.max_steps; 0 leaves the length to the task.
+            raise ValueError(
+                f"stax.samples = {s.samples} exceeds the {episode} steps of a "
+                f"{config.env.id} episode"
+            )
         ae_seed = int(np.random.SeedSequence([config.seed, 1]).generate_state(1)[0])
         self.autoencoder = AutoEncoder(
             "stax",

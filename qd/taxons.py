@@ -48,7 +48,8 @@ selection, mutation) and ``time_train`` (autoencoder training alone).
 
 Speed (measured in ``experiments.benchmarks.taxons``), with the results unchanged: the
 generation's criterion is drawn before encoding and the decoder runs only when surprise is the
-criterion (``mean_surprise`` is then NaN in novelty generations); the archive is re-encoded by
+criterion (``mean_surprise`` is then NaN in novelty generations, as ``mean_novelty`` is in
+surprise generations, where no novelty is computed); the archive is re-encoded by
 the encoder alone; ``torch_threads = 1`` by default (the autoencoder re-asserts it on every call:
 the count is process-wide). One thread keeps a seed's results independent of the machine's core
 count and is the fast choice when runs share the machine (two OpenMP threads per run on a shared
@@ -394,7 +395,10 @@ class Taxons:
         alive = out["index"]
         self.failed_evaluations += n - len(alive)
         self.coverage.add(out["gt"])
-        self.rewards.add(out["reward"], out["reward_area"], self.evaluations)
+        # Each row's own evaluation index: dropped rollouts leave gaps.
+        evaluation = self.evaluations + alive
+        for r, a, e in zip(out["reward"], out["reward_area"], evaluation, strict=True):
+            self.rewards.add(np.array([r]), np.array([a]), int(e))
         self.evaluations += n
         t1 = time.perf_counter()
         # The criterion draws from self.rng before encoding, which does not touch it.
@@ -419,6 +423,7 @@ class Taxons:
             assert surprise is not None
             score = surprise
             self.last["mean_surprise"] = float(surprise.mean())
+            self.last["mean_novelty"] = float("nan")
         self.last["criterion"] = float(criterion)
         best, worst, copies = selection(score, alive, n, t.n_best)
         row = np.empty(n, dtype=np.int64)  # population index -> row of this generation's output

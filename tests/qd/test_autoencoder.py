@@ -155,6 +155,13 @@ def test_early_stopping_schedule():
         ae.train_early_stopping(frames, validation=1.5)
 
 
+def test_early_stopping_split_keeps_a_frame_to_train_on():
+    # 0.8 of 2 frames rounds to both: the split must still leave one to train on.
+    ae = AutoEncoder("stax", latent=4, frame_size=32, seed=0)
+    report = ae.train_early_stopping(maze_frames(2, 5), max_epochs=2, batch_size=8, validation=0.8)
+    assert report.epochs == 2 and all(np.isfinite(report.train_loss))
+
+
 def test_bad_frames_are_named():
     with pytest.raises(ValueError, match="shape"):
         check_frames(np.zeros((2, 3, 64, 64), np.uint8), 32)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -150,6 +151,15 @@ def test_collapsed_training_is_undone(monkeypatch):
     # The archive keeps the descriptors of the restored encoder.
     frames = trainer.frames_of(trainer.archive["genome"])
     assert np.allclose(trainer.autoencoder.encode(frames)[0], trainer.archive["descriptor"])
+
+
+def test_samples_beyond_the_environments_own_episode_length_are_an_error():
+    # env.max_steps = 0 leaves the length to the environment (Curling: 500 steps); the frame
+    # count is checked against it before any rollout, not left to fail in every worker.
+    config = dataclasses.replace(small_config(), env=EnvConfig(id="sparserl/Curling-v0"))
+    config = dataclasses.replace(config, stax=dataclasses.replace(config.stax, samples=550))
+    with pytest.raises(ValueError, match=r"stax.samples = 550 exceeds the 500 steps"):
+        Stax(config)
 
 
 def test_config_errors_and_reference_config():

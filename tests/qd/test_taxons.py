@@ -120,6 +120,20 @@ def test_variants():
     assert crit[:3] == [0.0] * 3 and set(crit[3:]) == {0.0, 1.0}
 
 
+def test_each_generation_reports_only_the_criterion_it_measured():
+    rows = run(
+        Taxons(small_config("taxons", budget=120, warmup_generations=1, train_interval=50)),
+        SerialExecutor(),
+    )
+    crit = [r["criterion"] for r in rows]
+    assert crit[0] == 0.0 and 1.0 in crit[1:]  # a surprise generation after a novelty one
+    for r in rows:
+        if r["criterion"] == 0.0:
+            assert np.isfinite(r["mean_novelty"]) and np.isnan(r["mean_surprise"])
+        else:  # no novelty is computed: not the last novelty generation's figure
+            assert np.isnan(r["mean_novelty"]) and np.isfinite(r["mean_surprise"])
+
+
 def test_ns_variant_is_novelty_in_the_scaled_ground_truth():
     # Curling: ground truth in [-1.35, 1.35]^2, so the scaling to [0, 1] is not the identity.
     def curling(budget):
@@ -263,6 +277,25 @@ def test_dropped_individuals_are_replaced_by_copies_of_the_best(monkeypatch):
     assert set(tr.idents[failed]) == set(tr.archive["ident"])
     # The frames the autoencoder will train on are the survivors' only.
     assert len(tr.new_frames[0]) == 20 - failed.sum()
+
+
+def test_first_hit_counts_the_dropped_rollouts_before_it(monkeypatch):
+    def paying_fragile(item):
+        out = fragile_observe(item)
+        pays = np.atleast_2d(item.genomes)[:, 1] > 1.0
+        out["reward"] = np.where(pays, 0.5, 0.0)
+        out["reward_area"] = np.where(pays, 0, -1)
+        return out
+
+    monkeypatch.setattr(qd.taxons, "observe_item", paying_fragile)
+    tr = Taxons(small_config(budget=20, mutation_prob=0.0))
+    first = np.random.default_rng(5).normal(0.0, 1.0, (20, tr.genome_size))
+    tr.genomes, tr.idents = first.copy(), tr._new_idents(20)
+    tr.iterate(SerialExecutor())
+    paying = np.flatnonzero((first[:, 0] <= 0.5) & (first[:, 1] > 1.0))
+    assert paying.size and np.any(first[: paying[0], 0] > 0.5)  # drops before the first hit
+    # The first hit's evaluation index is its place in the generation, drops included.
+    assert tr.rewards.first_hit[0] == paying[0]
 
 
 def test_every_rollout_failing_stops_and_counts(monkeypatch):
