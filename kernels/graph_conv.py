@@ -42,16 +42,24 @@ def relu_edge_sum(
 
     ``tgt_proj`` (targets, width) and ``src_proj`` (sources, width) float32, ``tgt_idx`` and
     ``src_idx`` (edges,) integer indices into them, ``edge_values`` (edges,) and
-    ``edge_weight`` (width,). Edges are summed in their order, as torch's ``index_add_``."""
+    ``edge_weight`` (width,). Edges are summed in their order, as torch's ``index_add_``.
+    An index outside its node array is a ValueError: the kernel does not check bounds, so it
+    would write outside ``out`` (or wrap a negative index) without a word."""
+    if tgt_proj.ndim != 2 or src_proj.ndim != 2:
+        raise ValueError(f"node projections must be 2-D, got {tgt_proj.shape} and {src_proj.shape}")
     if tgt_proj.shape[1] != src_proj.shape[1] or edge_weight.shape != (tgt_proj.shape[1],):
         raise ValueError(
             f"widths differ: targets {tgt_proj.shape}, sources {src_proj.shape}, "
             f"edge weight {edge_weight.shape}"
         )
-    if not (tgt_idx.shape == src_idx.shape == edge_values.shape):
+    if not (tgt_idx.ndim == 1 and tgt_idx.shape == src_idx.shape == edge_values.shape):
         raise ValueError(
-            f"edge arrays differ in length: {tgt_idx.shape}, {src_idx.shape}, {edge_values.shape}"
+            f"edge arrays differ in length or are not 1-D: {tgt_idx.shape}, {src_idx.shape}, "
+            f"{edge_values.shape}"
         )
+    for name, idx, n in (("target", tgt_idx, len(tgt_proj)), ("source", src_idx, len(src_proj))):
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"{name} indices must lie in [0, {n}), got {idx.min()} .. {idx.max()}")
     out = np.zeros(tgt_proj.shape, dtype=np.float32)
     _relu_edge_sum(
         np.ascontiguousarray(tgt_proj, dtype=np.float32),

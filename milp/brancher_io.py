@@ -8,12 +8,18 @@ to a temporary file and renamed. The JSON header names:
   (`milp.revibranch.ReviBranchNetwork`);
 - ``feature_layout``: the observation the weights expect (`milp.gcnn.FEATURE_LAYOUT`: names
   and order of the variable, row and edge features, the variable index space);
-- ``hyperparameters``: what the model's constructor needs (``emb_size`` ...);
+- ``hyperparameters``: what the model's constructor needs (``emb_size``, ``conv_output`` ...);
 - ``provenance``: free-form facts about training (algorithm, config, step, accuracy).
 
 Nothing in the file is unpickled beyond tensors, strings and containers, so a file from a
 stranger cannot run code. A file for another feature layout, another format version, a
-corrupt file or tensors that do not fit the model are `CheckpointError`s naming the file.
+corrupt file, a malformed header or tensors that do not fit the model are `CheckpointError`s
+naming the file (and, for tensors, the first ones that do not fit and their shapes).
+
+Versions: 2 records the GCNN's ``conv_output``. Version 1 files (the shipped
+``experiments/checkpoints/gcnn_setcover.pt`` among them) were written before the GCNN's
+half-convolutions followed the paper's output module, so they are read as
+``conv_output = "initial"`` (`milp.gcnn`), which keeps their choices unchanged.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ __all__ = [
 ]
 
 FORMAT = "sparserl-brancher"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, VERSION)
 SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
@@ -50,7 +57,7 @@ class CheckpointError(ValueError):
 
 def _model_kind(model: nn.Module) -> tuple[str, dict[str, Any]]:
     if isinstance(model, GCNN):
-        return "gcnn", {"emb_size": model.emb_size}
+        return "gcnn", {"emb_size": model.emb_size, "conv_output": model.conv_output}
     hyper = getattr(model, "hyperparameters", None)
     if hyper is not None and getattr(model, "kind", None) == "revibranch":
         return "revibranch", dict(hyper)
@@ -106,24 +113,49 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         header = json.loads(blob["header"])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: corrupt header ({exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt header (a JSON {type(header).__name__})")
     if header.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a sparserl brancher file (format {header.get('format')!r})"
         )
-    if header.get("version") != VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path}: brancher format version {header.get('version')!r}, this sparserl reads "
-            f"version {VERSION}"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     if header.get("feature_layout") != FEATURE_LAYOUT:
-        layout = header.get("feature_layout") or {}
+        layout = header.get("feature_layout")
+        layout = layout if isinstance(layout, dict) else {}
+        counts = [len(v) if isinstance(v, list) else "?" for v in
+                  (layout.get("variable_features"), layout.get("row_features"))]  # fmt: skip
+        ours = FEATURE_LAYOUT
         raise CheckpointError(
             f"{path}: trained on feature layout {layout.get('name')!r} v{layout.get('version')} "
-            f"({len(layout.get('variable_features', []))} variable, "
-            f"{len(layout.get('row_features', []))} row features), which differs from "
-            f"{FEATURE_LAYOUT['name']!r} v{FEATURE_LAYOUT['version']}"
+            f"({counts[0]} variable, {counts[1]} row features), which differs from "
+            f"{ours['name']!r} v{ours['version']} ({len(ours['variable_features'])} variable, "
+            f"{len(ours['row_features'])} row features)"
         )
+    hyper = header.get("hyperparameters", {})
+    if not isinstance(hyper, dict):
+        raise CheckpointError(f"{path}: bad hyperparameters ({hyper!r} is not a table)")
+    if header["version"] == 1:  # written before conv_output existed (module doc)
+        header["hyperparameters"] = {**hyper, "conv_output": "initial"}
     return header, blob["tensors"]
+
+
+def _misfit(model: nn.Module, tensors: dict[str, Any]) -> str:
+    """The first tensors of a file that do not fit ``model``, with their shapes."""
+    expected = model.state_dict()
+    problems = [f"{k} missing" for k in expected if k not in tensors]
+    problems += [f"unexpected {k}" for k in tensors if k not in expected]
+    for k, want in expected.items():
+        got = tensors.get(k)
+        if k in tensors and not (isinstance(got, torch.Tensor) and got.shape == want.shape):
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            problems.append(f"{k} has shape {shape}, the model's is {tuple(want.shape)}")
+    more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
 
 
 def load_header(path: str | Path) -> dict[str, Any]:
@@ -136,16 +168,15 @@ def load_brancher(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(path)
     header, tensors = _read(path)
     try:
-        model = _build(header["model"], header.get("hyperparameters", {}))
+        model = _build(header.get("model"), header.get("hyperparameters", {}))
     except KeyError:
         raise CheckpointError(f"{path}: unknown model kind {header.get('model')!r}") from None
-    except TypeError as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: bad hyperparameters ({exc})") from None
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: tensors do not fit a {header['model']} ({first})") from None
+    misfit = _misfit(model, tensors)
+    if misfit:
+        raise CheckpointError(f"{path}: tensors do not fit a {header['model']} ({misfit})")
+    model.load_state_dict(tensors, strict=True)
     return model.eval(), header
 
 

@@ -131,7 +131,9 @@ class EpisodeResult:
     episode (reading the instance included), ``root_seconds`` until the first LP branching
     call (presolve, root LP, cuts, root heuristics; all of it if none), ``sb_seconds`` and
     ``obs_seconds`` inside strong branching and the observation. ``nodes`` is SCIP's node
-    count, ``lp_branchings`` the LP branching calls our rule saw (queried or not).
+    count, ``lp_branchings`` the LP branching calls our rule saw (queried or not),
+    ``dropped`` the queried samples discarded because the solve had stopped during their
+    strong branching.
     """
 
     samples: list[ExpertSample] = field(default_factory=list)
@@ -141,6 +143,7 @@ class EpisodeResult:
     obs_seconds: float = 0.0
     nodes: int = 0
     lp_branchings: int = 0
+    dropped: int = 0
 
     def stats(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in EPISODE_STATS}
@@ -176,6 +179,13 @@ class _ExpertRule(LPBranchrule):
         scores = scores[idx]
         res.obs_seconds += t1 - t0
         res.sb_seconds += time.thread_time() - t1
+        # Once the solve is stopped (time limit, interrupt), SCIP's strong-branching calls
+        # return without solving (uninitialised bounds, lperror): such scores and the choice
+        # made from them are not the expert's, so the sample is dropped, as learn2branch
+        # drops its "inconsistent scores" (any negative one).
+        if self.model.getStatus() != "unknown" or not np.all(np.isfinite(scores) & (scores >= 0)):
+            res.dropped += 1
+            return _DIDNOTRUN
         best = int(np.argmax(scores))
         res.samples.append(
             ExpertSample(

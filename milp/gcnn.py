@@ -11,9 +11,16 @@ Architecture (milp.md §2.1, facts from learn2branch's ``model.py``):
   -> variables. Per edge (i constraint, j variable) the message is
   ``Dense(ReLU(s * (W_l x_target + W_e e_ij + W_r x_source)))`` (only W_l has a bias, ``s`` a
   fitted scalar), **summed** onto the target side; the target becomes
-  ``ReLU(Dense(ReLU(s' * [sum || previous target])))``;
+  ``ReLU(Dense(ReLU(Dense([s' * sum || previous target]))))``: the fitted scalar ``s'``
+  scales the sum only, and the output module is Dense 64 -> ReLU -> Dense 64 (learn2branch
+  as "synced to the paper", 2019-10, which the reference sheet describes);
 - output: Dense 64 + ReLU -> Dense 1 per variable; the softmax runs over the candidates only
   (the other variables get -inf).
+
+``conv_output = "initial"`` builds learn2branch's initial commit (2018-12) instead:
+``ReLU(Dense(ReLU(s' * [sum || previous target])))``, one Dense, ``s'`` fitted on and applied
+to the concatenation. Brancher files of format version 1 were trained with it and load as it
+(`milp.brancher_io`); new models use ``"paper"``.
 
 "Pre-fitted normalisation": every PreNorm (per-feature shift and scale on the inputs, one
 scalar scale inside the convolutions, as in learn2branch) is fitted once, layer after layer,
@@ -30,9 +37,10 @@ or while PreNorms are being fitted it runs as torch ops.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -62,6 +70,7 @@ FEATURE_LAYOUT: dict[str, Any] = {
 }
 N_VAR = len(VARIABLE_FEATURES)
 N_ROW = len(ROW_FEATURES)
+CONV_OUTPUTS = ("paper", "initial")
 
 
 @dataclass
@@ -231,16 +240,29 @@ class HalfConvolution(nn.Module):
 
     fused = True
 
-    def __init__(self, emb: int, onto_constraints: bool) -> None:
+    def __init__(
+        self, emb: int, onto_constraints: bool, conv_output: Literal["paper", "initial"] = "paper"
+    ) -> None:
         super().__init__()
         self.onto_constraints = onto_constraints
+        self.conv_output = conv_output
         self.target = nn.Linear(emb, emb)
         self.edge = nn.Linear(1, emb, bias=False)
         self.source = nn.Linear(emb, emb, bias=False)
         self.edge_norm = PreNorm(1, shift=False)
         self.message = nn.Linear(emb, emb)
         self.out_norm = PreNorm(1, shift=False)
-        self.out = nn.Linear(2 * emb, emb)
+        if conv_output == "paper":
+            self.out = nn.Sequential(nn.Linear(2 * emb, emb), nn.ReLU(), nn.Linear(emb, emb))
+        else:
+            self.out = nn.Linear(2 * emb, emb)
+
+    def finish(self, aggregated: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The new target embedding (before the outer ReLU) from the summed messages and the
+        previous target embedding (module doc)."""
+        if self.conv_output == "paper":
+            return self.out(torch.cat([self.out_norm(aggregated), previous], dim=1))
+        return self.out(torch.relu(self.out_norm(torch.cat([aggregated, previous], dim=1))))
 
     def forward(
         self,
@@ -285,17 +307,28 @@ class HalfConvolution(nn.Module):
         degree = torch.bincount(tgt_i, minlength=len(tgt_x)).to(summed.dtype)[:, None]
         # The message Dense is linear: apply it once per node after summing (module doc).
         aggregated = summed @ self.message.weight.T + degree * self.message.bias
-        return self.out(torch.relu(self.out_norm(torch.cat([aggregated, tgt_x], dim=1))))
+        return self.finish(aggregated, tgt_x)
 
 
 class GCNN(nn.Module):
     """Gasse's GCNN; ``forward(batch)`` gives one logit per variable row of the batch.
 
-    ``generator`` draws the orthogonal initial weights (the global torch RNG if None)."""
+    ``generator`` draws the orthogonal initial weights (the global torch RNG if None);
+    ``conv_output`` picks the half-convolutions' output module (module doc)."""
 
-    def __init__(self, emb_size: int = 64, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        emb_size: int = 64,
+        generator: torch.Generator | None = None,
+        conv_output: Literal["paper", "initial"] = "paper",
+    ) -> None:
         super().__init__()
-        self.emb_size = emb_size
+        if isinstance(emb_size, bool) or not isinstance(emb_size, numbers.Integral) or emb_size < 1:
+            raise ValueError(f"emb_size must be a positive integer, got {emb_size!r}")
+        emb_size = int(emb_size)
+        if conv_output not in CONV_OUTPUTS:
+            raise ValueError(f"conv_output must be one of {CONV_OUTPUTS}, got {conv_output!r}")
+        self.emb_size, self.conv_output = emb_size, conv_output
         self.cons_norm = PreNorm(N_ROW)
         self.cons_embedding = nn.Sequential(
             nn.Linear(N_ROW, emb_size), nn.ReLU(), nn.Linear(emb_size, emb_size), nn.ReLU()
@@ -305,8 +338,8 @@ class GCNN(nn.Module):
         self.var_embedding = nn.Sequential(
             nn.Linear(N_VAR, emb_size), nn.ReLU(), nn.Linear(emb_size, emb_size), nn.ReLU()
         )
-        self.conv_v_to_c = HalfConvolution(emb_size, onto_constraints=True)
-        self.conv_c_to_v = HalfConvolution(emb_size, onto_constraints=False)
+        self.conv_v_to_c = HalfConvolution(emb_size, True, conv_output)
+        self.conv_c_to_v = HalfConvolution(emb_size, False, conv_output)
         self.head = nn.Sequential(
             nn.Linear(emb_size, emb_size), nn.ReLU(), nn.Linear(emb_size, 1, bias=False)
         )

@@ -28,6 +28,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -61,6 +62,10 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     emb_size: int = field(default=64, metadata={"ge": 1})
+    # the half-convolutions' output module (milp.gcnn): "paper" (learn2branch synced to the
+    # paper, the sheet's) or "initial" (learn2branch's first commit; the shipped
+    # gcnn_setcover.pt and BENCHMARKS.md's imitation and solving rows before session 32)
+    conv_output: Literal["paper", "initial"] = "paper"
     lr: float = field(default=1e-3, metadata={"gt": 0})
     batch_size: int = field(default=32, metadata={"ge": 1})
     batches_per_epoch: int = field(default=312, metadata={"ge": 1})
@@ -158,7 +163,7 @@ class ImitationTrainer:
         seq = np.random.SeedSequence(config.seed)
         torch_seed, data_seed = seq.spawn(2)
         generator = torch.Generator().manual_seed(int(torch_seed.generate_state(1)[0]))
-        self.model = GCNN(tc.emb_size, generator)
+        self.model = GCNN(tc.emb_size, generator, tc.conv_output)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr)
         self.rng = np.random.default_rng(data_seed)
         self.train_samples, self.valid_samples = self._load_data()
@@ -269,7 +274,7 @@ class ImitationTrainer:
 
     def best_model(self) -> GCNN:
         """A copy of the GCNN with the best validation loss so far."""
-        model = GCNN(self.config.train.emb_size)
+        model = GCNN(self.config.train.emb_size, conv_output=self.model.conv_output)
         model.load_state_dict(self.best_state)
         return model.eval()
 
@@ -291,8 +296,17 @@ class ImitationTrainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["config"] != dataclasses.asdict(self.config):
+        saved, variant = dict(state["config"]), self.config.train.conv_output
+        if "conv_output" not in saved["train"]:
+            # written before the option, by the initial commit's GCNN (its run's config.toml
+            # lacks the key too): the run goes on with that network
+            saved["train"] = {**saved["train"], "conv_output": variant}
+            variant = "initial"
+        if saved != dataclasses.asdict(self.config):
             raise ValueError("checkpoint was written by a different config")
+        if variant != self.model.conv_output:
+            self.model = GCNN(self.config.train.emb_size, conv_output=variant)
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.train.lr)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["rng"]

@@ -231,14 +231,16 @@ class ReviBranchNetwork(nn.Module):
         max_history: int = 32,
         revival: bool = True,
         generator: torch.Generator | None = None,
+        conv_output: Literal["paper", "initial"] = "paper",
     ) -> None:
         super().__init__()
         if emb_size % 2 or emb_size % heads:
             raise ValueError(f"emb_size {emb_size} must be even and divisible by heads {heads}")
         self.hyperparameters = {"emb_size": emb_size, "heads": heads, "layers": layers,
-                                "max_history": max_history, "revival": revival}  # fmt: skip
+                                "max_history": max_history, "revival": revival,
+                                "conv_output": conv_output}  # fmt: skip
         self.emb_size, self.max_history, self.revival = emb_size, max_history, revival
-        self.encoder = GCNN(emb_size, generator)
+        self.encoder = GCNN(emb_size, generator, conv_output)
         self.action_embedding = nn.Linear(emb_size, emb_size)
         self.step_builder = nn.Sequential(
             nn.Linear(3 * emb_size, emb_size), nn.ReLU(), nn.Linear(emb_size, emb_size)
@@ -611,6 +613,9 @@ class ReviConfig:
     emb_size: int = field(default=64, metadata={"ge": 2})
     heads: int = field(default=4, metadata={"ge": 1})
     layers: int = field(default=1, metadata={"ge": 1})
+    # the GCNN encoder's half-convolution output (milp.gcnn): "paper" or "initial" (the
+    # BENCHMARKS.md rows before session 32); a warm start's brancher must have the same
+    conv_output: Literal["paper", "initial"] = "paper"
 
 
 @dataclass(frozen=True)
@@ -661,11 +666,12 @@ class ReviBranch:
         self.seed_seq = np.random.SeedSequence(config.seed)
         init_seq, rng_seq = self.seed_seq.spawn(2)
         gen = torch.Generator().manual_seed(int(init_seq.generate_state(1)[0]))
+        warm = self._warm_encoder(dc.warm_start) if dc.warm_start else None
         self.online = ReviBranchNetwork(rc.emb_size, rc.heads, rc.layers, rc.max_history,
-                                        rc.revival, gen)  # fmt: skip
-        self.fitted = False
-        if dc.warm_start:
-            self._warm_start(dc.warm_start)
+                                        rc.revival, gen, rc.conv_output)  # fmt: skip
+        self.fitted = warm is not None
+        if warm is not None:
+            self.online.encoder.load_state_dict(warm.state_dict())
         self.target = copy.deepcopy(self.online)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=dc.lr)
         self.rng = np.random.default_rng(rng_seq)
@@ -678,18 +684,25 @@ class ReviBranch:
         self.last_target_update = 0
         self.last: dict[str, float] = {}
 
-    def _warm_start(self, path: str) -> None:
+    def _warm_encoder(self, path: str) -> GCNN:
+        """The GCNN of an imitation brancher file, checked against this run's width and
+        convolution variant (a version-1 file's is "initial")."""
         from milp.brancher_io import load_brancher
 
         model, header = load_brancher(path)
         width = header["hyperparameters"].get("emb_size")
-        if header["model"] != "gcnn" or width != self.online.emb_size:
+        rc = self.config.revibranch
+        if header["model"] != "gcnn" or width != rc.emb_size:
             raise ValueError(
-                f"{path}: warm start needs a gcnn brancher of width {self.online.emb_size}, "
+                f"{path}: warm start needs a gcnn brancher of width {rc.emb_size}, "
                 f"got a {header['model']} brancher of width {width}"
             )
-        self.online.encoder.load_state_dict(model.state_dict())
-        self.fitted = True
+        if model.conv_output != rc.conv_output:
+            raise ValueError(
+                f"{path}: the brancher's GCNN has conv_output = {model.conv_output!r}, this run's "
+                f"revibranch.conv_output is {rc.conv_output!r}: set it to {model.conv_output!r}"
+            )
+        return model
 
     def _instances(self) -> list[str] | None:
         if not self.config.instances.files:
@@ -928,8 +941,19 @@ class ReviBranch:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["config"] != dataclasses.asdict(self.config):
+        saved, variant = dict(state["config"]), self.config.revibranch.conv_output
+        if "conv_output" not in saved["revibranch"]:
+            # written before the option, by the initial commit's GCNN (its run's config.toml
+            # lacks the key too): the run goes on with that network
+            saved["revibranch"] = {**saved["revibranch"], "conv_output": variant}
+            variant = "initial"
+        if saved != dataclasses.asdict(self.config):
             raise ValueError("checkpoint was written by a different config")
+        if variant != self.online.encoder.conv_output:
+            hyper = {**self.online.hyperparameters, "conv_output": variant}
+            self.online = ReviBranchNetwork(**hyper)
+            self.target = copy.deepcopy(self.online)
+            self.optimizer = torch.optim.Adam(self.online.parameters(), lr=self.config.dqn.lr)
         self.online.load_state_dict(state["online"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])

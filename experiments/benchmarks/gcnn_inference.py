@@ -51,7 +51,7 @@ def _per_edge_forward(model: GCNN, batch: GraphBatch) -> torch.Tensor:
         joint = conv.target(tgt)[ti] + conv.edge(e) + conv.source(src)[si]
         msg = conv.message(torch.relu(conv.edge_norm(joint)))
         summed = torch.zeros(len(tgt), msg.shape[1]).index_add_(0, ti, msg)
-        return conv.out(torch.relu(conv.out_norm(torch.cat([summed, tgt], 1))))
+        return conv.finish(summed, tgt)
 
     c = model.cons_embedding(model.cons_norm(batch.constraint_features))
     e = model.edge_norm(batch.edge_attr)

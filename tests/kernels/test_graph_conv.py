@@ -38,3 +38,18 @@ def test_mismatched_shapes_are_errors():
     with pytest.raises(ValueError, match="differ in length"):
         relu_edge_sum(z, z, idx, np.zeros(3, np.int64), np.zeros(2, np.float32),
                       np.zeros(4, np.float32))  # fmt: skip
+
+
+def test_indices_outside_their_nodes_are_errors():
+    """The kernel does not check bounds: an index past the end wrote outside the output (heap
+    corruption) and a negative one wrapped around, both silently."""
+    t, s = np.ones((3, 4), np.float32), np.ones((2, 4), np.float32)
+    v, w = np.ones(2, np.float32), np.ones(4, np.float32)
+    with pytest.raises(ValueError, match=r"target indices must lie in \[0, 3\), got 0 .. 3"):
+        relu_edge_sum(t, s, np.array([0, 3]), np.array([0, 1]), v, w)
+    with pytest.raises(ValueError, match=r"target indices must lie in \[0, 3\), got -1 .. 0"):
+        relu_edge_sum(t, s, np.array([0, -1]), np.array([0, 1]), v, w)
+    with pytest.raises(ValueError, match=r"source indices must lie in \[0, 2\), got 0 .. 5"):
+        relu_edge_sum(t, s, np.array([0, 1]), np.array([0, 5]), v, w)
+    with pytest.raises(ValueError, match="not 1-D"):
+        relu_edge_sum(t, s, np.array([[0, 1]]), np.array([[0, 1]]), v[None], w)

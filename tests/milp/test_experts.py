@@ -190,3 +190,22 @@ def test_expert_scores_equal_scip_vanillafullstrong():
         # An iteration limit only stops the child LPs early: a lower bound of each score.
         assert np.all(limited <= ours * (1 + 1e-9) + 1e-12)
     assert any(np.any(lim < ours * (1 - 1e-6)) for *_, ours, lim in rule.nodes)
+
+
+def test_samples_from_a_stopped_solve_are_dropped(instances, monkeypatch):
+    """Once SCIP is stopped (time limit, interrupt), its strong-branching calls return
+    uninitialised bounds: the scores are garbage (all 0 here) and must not become a sample."""
+    import milp.experts as experts
+
+    real = experts.strong_branching_scores
+
+    def stopped_first(model, *args):
+        model.interruptSolve()  # what a time limit passing before the query does
+        return real(model, *args)
+
+    monkeypatch.setattr(experts, "strong_branching_scores", stopped_first)
+    config = CollectConfig(query_prob=1.0, time_limit=30, max_samples_per_episode=4,
+                           presolve=False, heuristics=False, root_cuts=False)  # fmt: skip
+    res = collect_episode((str(instances[1]), 0, np.random.SeedSequence(0), config))
+    assert [s.scores.max() for s in res.samples] == []  # was one sample with all-0 scores
+    assert res.dropped == 1 and res.lp_branchings == 1

@@ -93,7 +93,9 @@ def test_invariant_to_permuting_variables_and_constraints(model, graphs):
 
 
 def reference_half_convolution(conv, cons, edge_index, edge_attr, vars_):
-    """learn2branch's formulation edge by edge: Dense(ReLU(s * joint)) per edge, then sum."""
+    """learn2branch's formulation edge by edge: Dense(ReLU(s * joint)) per edge, then sum;
+    then (milp.md §2.1) PreNorm on the sum only and Dense -> ReLU -> Dense on [sum || target],
+    or, for the initial-commit variant, Dense(ReLU(s' * [sum || target]))."""
     onto_c = conv.onto_constraints
     tgt, src = (cons, vars_) if onto_c else (vars_, cons)
     ti, si = (edge_index[0], edge_index[1]) if onto_c else (edge_index[1], edge_index[0])
@@ -101,7 +103,10 @@ def reference_half_convolution(conv, cons, edge_index, edge_attr, vars_):
     for k in range(edge_index.shape[1]):
         joint = conv.target(tgt[ti[k]]) + conv.edge(edge_attr[k]) + conv.source(src[si[k]])
         out[ti[k]] += conv.message(torch.relu(joint * conv.edge_norm.scale))
-    return conv.out(torch.relu(conv.out_norm(torch.cat([out, tgt], 1))))
+    if conv.conv_output == "initial":
+        return conv.out(torch.relu(conv.out_norm.scale * torch.cat([out, tgt], 1)))
+    first, second = conv.out[0], conv.out[2]
+    return second(torch.relu(first(torch.cat([conv.out_norm.scale * out, tgt], 1))))
 
 
 def test_per_node_dense_matches_the_per_edge_formulation(model, graphs):
@@ -114,6 +119,98 @@ def test_per_node_dense_matches_the_per_edge_formulation(model, graphs):
             fast = conv(c, batch.edge_index, e, v)
             slow = reference_half_convolution(conv, c, batch.edge_index, e, v)
             torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
+
+
+def test_half_convolution_output_module_follows_the_paper(graphs):
+    """milp.md §2.1: sum -> PreNorm(scale) -> Dense 64 -> ReLU -> Dense 64 on [sum || target];
+    the PreNorm is fitted on the sum alone (the code once had learn2branch's initial commit:
+    one Dense, the scale fitted on and applied to the concatenation)."""
+    torch.manual_seed(4)
+    m = GCNN()
+    conv = m.conv_v_to_c
+    assert [type(x) for x in conv.out] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Linear]
+    assert conv.out[0].in_features == 128 and conv.out[2].out_features == 64
+    batch = GraphBatch.from_graphs(*graphs)
+    fit_prenorms(m, [batch])
+    with torch.no_grad():
+        c = m.cons_embedding(m.cons_norm(batch.constraint_features))
+        v = m.var_embedding(m.var_norm(batch.variable_features))
+        e = m.edge_norm(batch.edge_attr)
+        ti, si = batch.edge_index
+        joint = conv.target(c)[ti] + conv.edge(e) + conv.source(v)[si]
+        msg = conv.message(torch.relu(joint * conv.edge_norm.scale))
+        summed = torch.zeros(len(c), 64).index_add_(0, ti, msg)
+        want = 1 / summed.double().std(unbiased=False)
+        torch.testing.assert_close(conv.out_norm.scale.double(), want.reshape(1), rtol=1e-4, atol=0)
+        ref = reference_half_convolution(conv, c, batch.edge_index, e, v)
+        torch.testing.assert_close(conv(c, batch.edge_index, e, v), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_initial_commit_variant_and_version_1_files_load_unchanged(graphs, tmp_path):
+    import json
+
+    torch.manual_seed(6)
+    old = GCNN(conv_output="initial")
+    assert isinstance(old.conv_c_to_v.out, torch.nn.Linear)
+    batch = GraphBatch.from_graphs(*graphs)
+    fit_prenorms(old, [batch])
+    with torch.no_grad():
+        c = torch.randn(len(batch.constraint_features), 64)
+        v = torch.randn(int(batch.n_variables.sum()), 64)
+        e = torch.randn(batch.edge_index.shape[1], 1)
+        conv = old.conv_c_to_v
+        ref = reference_half_convolution(conv, c, batch.edge_index, e, v)
+        torch.testing.assert_close(conv(c, batch.edge_index, e, v), ref, rtol=1e-4, atol=1e-4)
+    # A file as version 1 wrote it: no conv_output in the header.
+    blob = torch.load(save_brancher(old, tmp_path / "new.pt"), weights_only=True)
+    header = json.loads(blob["header"])
+    assert header["version"] == 2 and header["hyperparameters"]["conv_output"] == "initial"
+    header["version"], header["hyperparameters"] = 1, {"emb_size": 64}
+    torch.save({"header": json.dumps(header), "tensors": blob["tensors"]}, tmp_path / "v1.pt")
+    loaded, h = load_brancher(tmp_path / "v1.pt")
+    assert loaded.conv_output == "initial" and h["hyperparameters"]["conv_output"] == "initial"
+    with torch.no_grad():
+        assert torch.equal(loaded(batch), old.eval()(batch))
+    header["version"] = 3
+    torch.save({"header": json.dumps(header), "tensors": blob["tensors"]}, tmp_path / "v3.pt")
+    with pytest.raises(CheckpointError, match="v3.pt: brancher format version 3, this sparserl"):
+        load_brancher(tmp_path / "v3.pt")
+
+
+def test_shipped_version_1_brancher_still_loads():
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "experiments" / "checkpoints" / "gcnn_setcover.pt"
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this checkout")
+    model, header = load_brancher(path)
+    assert header["version"] == 1 and model.conv_output == "initial"
+
+
+def test_misfit_tensors_and_malformed_headers_are_named(model, tmp_path):
+    import json
+
+    blob = torch.load(save_brancher(model, tmp_path / "good.pt"), weights_only=True)
+    tensors = dict(blob["tensors"])  # as if trained on 20 variable features
+    tensors["var_norm.shift"], tensors["var_norm.scale"] = torch.zeros(20), torch.ones(20)
+    torch.save({"header": blob["header"], "tensors": tensors}, tmp_path / "f20.pt")
+    with pytest.raises(CheckpointError, match=r"f20.pt: tensors do not fit a gcnn \(var_norm.shift "
+                       r"has shape \(20,\), the model's is \(19,\)"):  # fmt: skip
+        load_brancher(tmp_path / "f20.pt")
+    good = json.loads(blob["header"])
+    for name, header, message in (
+        ("list", [1], "corrupt header \\(a JSON list\\)"),
+        ("layout", {**good, "feature_layout": "x"}, "trained on feature layout None"),
+        ("negative", {**good, "hyperparameters": {"emb_size": -3}}, "bad hyperparameters"),
+        ("kind", {**good, "hyperparameters": {"emb_size": 64, "conv_output": "x"}},
+         "bad hyperparameters"),
+        ("table", {**good, "hyperparameters": [64]}, "bad hyperparameters"),
+    ):  # fmt: skip
+        torch.save(
+            {"header": json.dumps(header), "tensors": blob["tensors"]}, tmp_path / f"{name}.pt"
+        )
+        with pytest.raises(CheckpointError, match=f"{name}.pt: {message}"):
+            load_brancher(tmp_path / f"{name}.pt")
 
 
 def test_fused_inference_equals_the_autograd_path(model, graphs):

@@ -1,6 +1,7 @@
 """Imitation: top-k accuracy, a tiny run that overfits a few samples, exact resume, the
 brancher file it exports, and clear errors for missing data."""
 
+import copy
 import json
 
 import numpy as np
@@ -94,6 +95,27 @@ def test_resume_continues_exactly(shards):
     for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(),
                     strict=True):  # fmt: skip
         assert torch.equal(a, b)
+
+
+def test_a_run_of_the_initial_commit_gcnn_resumes_as_it_was(shards):
+    """``train.conv_output = "initial"`` builds the initial-commit convolution (milp.gcnn);
+    run checkpoints written before the option (no such key, that network) go on with it,
+    exactly, under the config their run folder holds (no key: the default)."""
+    old = ImitationTrainer(config(shards, batches_per_epoch=2, conv_output="initial"))
+    assert old.model.conv_output == "initial"
+    for _ in range(2):
+        old.iterate(SerialExecutor())
+    state = copy.deepcopy(old.state_dict())  # as from a file: no shared tensors
+    del state["config"]["train"]["conv_output"]  # as written before the option
+    resumed = ImitationTrainer(config(shards, batches_per_epoch=2))
+    resumed.load_state_dict(state)
+    assert resumed.model.conv_output == "initial"
+    rows_old = [old.iterate(SerialExecutor()) for _ in range(2)]
+    rows_resumed = [resumed.iterate(SerialExecutor()) for _ in range(2)]
+    assert [repr(r) for r in rows_resumed] == [repr(r) for r in rows_old]
+    assert resumed.best_model().conv_output == "initial"
+    with pytest.raises(ValueError, match="different config"):  # another config is still refused
+        ImitationTrainer(config(shards, batches_per_epoch=3)).load_state_dict(state)
 
 
 def test_plateau_schedule_decays_then_stops(shards):

@@ -159,14 +159,14 @@ def test_revival_context_ignores_padding_and_uses_history():
         torch.testing.assert_close(no_rev, base)
 
 
-def small_config(**dqn):
+def small_config(revibranch=None, **dqn):
     raw = {
         "algorithm": "revibranch",
         "seed": 3,
         "budget": 6,
         "instances": {"params": {"n_rows": 120, "n_cols": 200, "density": 0.05}},
         "solver": {"time_limit": 30.0, "presolve": False, "heuristics": False},
-        "revibranch": {"emb_size": 16, "heads": 2},
+        "revibranch": {"emb_size": 16, "heads": 2, **(revibranch or {})},
         "dqn": {"min_buffer": 8, "buffer_size": 500, "batch_size": 8, "episodes_per_iteration": 2,
                 "target_update": 20, "update_every": 2, **dqn},
     }  # fmt: skip
@@ -309,3 +309,37 @@ def test_warm_start_from_an_imitation_brancher(tmp_path):
     wide = save_brancher(GCNN(32), tmp_path / "wide.pt")
     with pytest.raises(ValueError, match="wide.pt: warm start needs a gcnn brancher of width 16"):
         ReviBranch(small_config(warm_start=str(wide)))
+    # A brancher of learn2branch's initial-commit convolution (version-1 files) warm-starts an
+    # encoder of its own kind, which its exported brancher keeps; the config must say so.
+    old = GCNN(16, torch.Generator().manual_seed(2), conv_output="initial")
+    v1 = str(save_brancher(old, tmp_path / "v1.pt"))
+    with pytest.raises(ValueError, match="v1.pt: the brancher's GCNN has conv_output = 'initial'"):
+        ReviBranch(small_config(warm_start=v1))
+    trainer = ReviBranch(small_config({"conv_output": "initial"}, warm_start=v1))
+    assert trainer.online.encoder.conv_output == trainer.target.encoder.conv_output == "initial"
+    for a, b in zip(trainer.online.encoder.state_dict().values(), old.state_dict().values(),
+                    strict=True):  # fmt: skip
+        assert torch.equal(a, b)
+    net, header = load_brancher(save_brancher(trainer.online, tmp_path / "rb.pt"))
+    assert header["hyperparameters"]["conv_output"] == "initial"
+    assert net.encoder.conv_output == "initial"
+
+
+def test_a_run_of_the_initial_commit_gcnn_resumes_with_it():
+    """Run checkpoints written before the option (no revibranch.conv_output) hold the
+    initial-commit convolution (milp.gcnn): resuming one, under the config its run folder
+    holds (no key: the default), rebuilds both networks of that kind."""
+    import copy
+
+    old = ReviBranch(small_config({"conv_output": "initial"}))
+    assert old.online.encoder.conv_output == "initial"
+    state = copy.deepcopy(old.state_dict())
+    del state["config"]["revibranch"]["conv_output"]  # as written before the option
+    resumed = ReviBranch(small_config())
+    resumed.load_state_dict(state)
+    assert resumed.online.encoder.conv_output == resumed.target.encoder.conv_output == "initial"
+    assert resumed.online.hyperparameters["conv_output"] == "initial"
+    for a, b in zip(resumed.online.state_dict().values(), old.online.state_dict().values(),
+                    strict=True):  # fmt: skip
+        assert torch.equal(a, b)
+    assert resumed.optimizer.param_groups[0]["params"][0] is next(resumed.online.parameters())
