@@ -75,6 +75,10 @@ class LosseParams:
     # of the seen x seen square). The same regression up to rounding; a checkpoint of one
     # loads into the other.
     layout: Literal["pairs", "slots"] = "pairs"
+    # the pairs layout's stored values of A: "float64", or "float32" as the original gist keeps
+    # them (JAX's default), a third less memory and faster at d ~ 10^6, at a measured cost in
+    # accuracy (kernels.losse; BENCHMARKS.md). W, C and the solves stay float64.
+    a_dtype: Literal["float64", "float32"] = "float64"
 
 
 class LosseWorldModel(WorldModel):
@@ -112,13 +116,24 @@ class LosseWorldModel(WorldModel):
         self.input_scale = scale
         if params.layout not in FTL_LAYOUTS:
             raise ValueError(f"losse.layout must be 'pairs' or 'slots', got {params.layout!r}")
+        if params.a_dtype not in ("float64", "float32"):
+            raise ValueError(
+                f"losse.a_dtype must be 'float64' or 'float32', got {params.a_dtype!r}"
+            )
+        if params.a_dtype != "float64" and params.layout != "pairs":
+            raise ValueError(
+                f"losse.a_dtype = {params.a_dtype!r} is offered on the pairs layout only "
+                f"(losse.layout = 'pairs'), not on {params.layout!r}"
+            )
         joint = params.actions == "joint"
+        extra = {"a_dtype": params.a_dtype} if params.layout == "pairs" else {}
         self.regressors = [
             FTL_LAYOUTS[params.layout](
                 self.encoder.dim * (n_actions + 1 if joint else 1),
                 bounds.dim + 2,
                 params.eps,
                 ridge=params.ridge,
+                **extra,
             )
             for _ in range(1 if joint else n_actions)
         ]
@@ -189,6 +204,8 @@ class LosseWorldModel(WorldModel):
 
     def load_state_dict(self, state: dict) -> None:
         self.encoder = encoder_from_state_dict(state["encoder"])
-        layout = FTL_LAYOUTS[self.params.layout]  # the state may come from either layout
-        self.regressors = [layout.from_state_dict(s) for s in state["regressors"]]
+        # the state may come from either layout or dtype: the params choose
+        layout = FTL_LAYOUTS[self.params.layout]
+        dtype = {"a_dtype": self.params.a_dtype} if self.params.layout == "pairs" else {}
+        self.regressors = [layout.from_state_dict({**s, **dtype}) for s in state["regressors"]]
         self.bounds.load_counter_state(state)

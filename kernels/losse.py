@@ -43,12 +43,17 @@ as fast for 1.6-2.5x the memory; at d = 10^6 it would not fit, and its growth st
 past ``max_bytes``. The two layouts give the same regression up to rounding and share one
 checkpoint format (A as CSR rows over slots), so a state saved by one resumes in the other.
 
-Precision: float64 throughout, where the gist runs in JAX's default float32. A's entries sum
-a product per co-activation over every sample seen, so in float32 they round at about 1e-7 of
-their size each time. Stored in float32 (a scratch copy of the pairs layout), W parted from
-float64's by 3e-4 of its largest entry after 2 360 updates at d ~ 10^6, for a third less memory
-and 1.2-1.6x the rate on a noisy machine (BENCHMARKS.md); not offered until its accuracy against
-the exact FTL solution and in the Dyna loop is measured.
+Precision: float64 throughout by default, where the gist runs in JAX's default float32.
+``SparseFTL(a_dtype="float32")`` (``losse.a_dtype``) stores A's values in float32 as the gist
+does; W, C and the solve stay float64, each entry's sum is rounded once as it is stored, and the
+block is solved from the stored values (`DenseFTLReference` has the same option, for the
+tests). It holds a pair in 12 bytes instead of 16 (peak, with the store's slack) and touches
+fewer new pages at d ~ 10^6, where that is much of the cost, at a measured price in accuracy:
+sums of up to one product per sample round at 1e-7 of their size, and ill-conditioned blocks
+amplify it. On the benchmark's 4-D stream at d = 2450 the predictions on the data moved by 2e-3
+of the targets' RMS with eps 1e-5 (W by up to a tenth of its largest entry, along directions the
+data hardly determine; the training error unchanged) and by 3e-5 with eps 1e-3; the 1-D gap to
+the exact FTL solution went from 0.7 % to 1.0 % (BENCHMARKS.md).
 
 - ``encode_reference`` / ``DenseFTLReference`` / ``ridge_ftl_solution``: plain NumPy references
   (dense A, exactly the formula above; the exact ridge solution) that the tests compare against.
@@ -83,6 +88,8 @@ __all__ = [
 # A solve whose condition number bound (max L_ii / min L_ii)^2 exceeds this is counted as
 # ill-conditioned (still applied: eps keeps it positive definite, the count warns the user).
 ILL_CONDITIONED = 1e10
+# the pairs layout's choices for A's stored values (``SparseFTL(a_dtype=...)``)
+A_DTYPES = {"float64": np.float64, "float32": np.float32}
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -244,10 +251,19 @@ class LosseEncoder:
 
 
 class DenseFTLReference:
-    """The sparse FTL update with a dense d x d A, exactly as the original gist (plain NumPy)."""
+    """The sparse FTL update with a dense d x d A, exactly as the original gist (plain NumPy).
+    ``a_dtype="float32"`` stores A's entries in float32 as ``SparseFTL(a_dtype="float32")``
+    does: each sum rounded once stored, everything else float64."""
 
-    def __init__(self, dim: int, out_dim: int, eps: float = 1e-5, ridge: str = "mean") -> None:
-        self.A = np.zeros((dim, dim))
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        eps: float = 1e-5,
+        ridge: str = "mean",
+        a_dtype: str = "float64",
+    ) -> None:
+        self.A = np.zeros((dim, dim), A_DTYPES[a_dtype])
         self.C = np.zeros((dim, out_dim))
         self.W = np.zeros((dim, out_dim))
         self.t = 0
@@ -258,10 +274,10 @@ class DenseFTLReference:
         """One sample: idx, val (k,), y (out_dim,)."""
         S, v = np.asarray(idx), np.asarray(val, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
-        self.A[np.ix_(S, S)] += np.outer(v, v)
+        self.A[np.ix_(S, S)] = self.A[np.ix_(S, S)] + np.outer(v, v)  # float64 sums, then stored
         self.C[S] += np.outer(v, y)
         self.t += 1
-        block = self.A[np.ix_(S, S)]
+        block = self.A[np.ix_(S, S)].astype(np.float64)  # solved in float64
         rhs = self.C[S] - self.A[S, :] @ self.W + block @ self.W[S]
         eps = self.eps / self.t if self.ridge == "sum" else self.eps
         self.W[S] = np.linalg.solve(block / self.t + eps * np.eye(len(S)), rhs / self.t)
@@ -494,9 +510,8 @@ def _ftl_update_kernel(
                     c = cols[e]
                     p = pos[c]
                     if p >= 0:
-                        a = vals[e] + vm * val[s, p]
-                        vals[e] = a
-                        G[m, p] = a
+                        vals[e] = vals[e] + vm * val[s, p]
+                        G[m, p] = vals[e]  # as stored (rounded when A is float32)
                         stamp[p] = mark
                         found += 1
                     else:
@@ -554,11 +569,10 @@ def _ftl_update_kernel(
                             blk_next[tail] = nb
                         tail = nb
                         fill = 0
-                    a = vm * val[s, p]
                     blk_col[tail, fill] = slots[p]
-                    blk_val[tail, fill] = a
+                    blk_val[tail, fill] = vm * val[s, p]
+                    G[m, p] = blk_val[tail, fill]
                     fill += 1
-                    G[m, p] = a
                 row_tail[r] = tail
                 row_fill[r] = fill
                 counters[_PAIRS] += k - found
@@ -1002,8 +1016,9 @@ class _SlotFTL:
 class SparseFTL(_SlotFTL):
     """Online ridge FTL regression on sparse features, A stored by rows of co-activated pairs.
 
-    ``ridge``: "mean" (the original's objective) or "sum" (see the module docstring). The
-    interface is `_SlotFTL`'s.
+    ``ridge``: "mean" (the original's objective) or "sum"; ``a_dtype``: "float64" or
+    "float32" for A's stored values (see the module docstring for both). The interface is
+    `_SlotFTL`'s.
 
     Layout. Features get slots in the order they are first seen, so the weights, targets'
     sums and row heads of the features seen so far are small dense arrays that stay in cache
@@ -1023,17 +1038,21 @@ class SparseFTL(_SlotFTL):
         block_size: int | None = None,
         blocks: int = 1024,
         ridge: str = "mean",
+        a_dtype: str = "float64",
     ) -> None:
         super().__init__(dim, out_dim, eps, ridge)
         if (block_size is not None and block_size < 1) or blocks < 1:
             raise ValueError(f"block_size and blocks must be >= 1, got {block_size}, {blocks}")
+        if a_dtype not in A_DTYPES:
+            raise ValueError(f"a_dtype must be 'float64' or 'float32', got {a_dtype!r}")
+        self.a_dtype = a_dtype
         self.block_size = None if block_size is None else int(block_size)
         self._initial_blocks = int(blocks)
         self._row_head = np.empty(0, np.int32)
         self._row_tail = np.empty(0, np.int32)
         self._row_fill = np.empty(0, np.int32)
         self._blk_col = np.empty((0, 0), np.int32)
-        self._blk_val = np.empty((0, 0))
+        self._blk_val = np.empty((0, 0), A_DTYPES[a_dtype])
         self._blk_next = np.empty(0, np.int32)
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
@@ -1066,7 +1085,7 @@ class SparseFTL(_SlotFTL):
     def _start_store(self) -> None:
         if self._blk_col.shape[1] != self.block_size:
             self._blk_col = np.empty((self._initial_blocks, self.block_size), np.int32)
-            self._blk_val = np.empty((self._initial_blocks, self.block_size))
+            self._blk_val = np.empty((self._initial_blocks, self.block_size), self._blk_val.dtype)
             self._blk_next = np.empty(self._initial_blocks, np.int32)
 
     def _run(self, idx: np.ndarray, val: np.ndarray, y: np.ndarray, start: int) -> tuple[int, int]:
@@ -1104,13 +1123,21 @@ class SparseFTL(_SlotFTL):
         return {
             **super().state_dict(),
             "block_size": self.block_size,
+            "a_dtype": self.a_dtype,
             # capacities, so that a reloaded model grows (and reports nbytes) as the original
             "capacity": (self._feat.shape[0], self._blk_col.shape[0]),
         }
 
     @classmethod
     def _empty_like(cls, state: dict) -> SparseFTL:
-        model = super()._empty_like(state)
+        # float64: saved by the slots layout or before the option existed
+        model = cls(
+            state["dim"],
+            state["out_dim"],
+            state["eps"],
+            ridge=state.get("ridge", "mean"),
+            a_dtype=state.get("a_dtype", "float64"),
+        )
         model.block_size = state.get("block_size")  # None: saved before its first update
         return model
 

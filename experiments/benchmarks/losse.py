@@ -27,6 +27,10 @@ For each (F, B, b) of issue 7:
   per-update cost growing with the samples seen would show; peak traced memory (tracemalloc,
   which sees NumPy allocations, reallocations included) of building the regressor and running
   all its updates;
+- sparse f32: the same with A's values stored in float32 (``a_dtype="float32"``, the gist's
+  precision for A; W, C and the solve stay float64), timed the same way on the same stream; its
+  speed ratio to the float64 store, max |W - W_sparse| and how far its predictions on the
+  stream's inputs moved (RMS, relative to the targets' RMS);
 - slots: ``SlotsFTL`` (A dense over the features seen, A W kept), timed the same way on the same
   stream, where its A fits in 2 GiB and a quarter of the available memory; its speed ratio to
   the sparse kernel and max |W - W_sparse|;
@@ -38,7 +42,8 @@ For each (F, B, b) of issue 7:
   stream, where its A fits in a quarter of the available memory; max |W_sparse - W_dense|.
 
 Then the gap of one and two passes of the sparse update to the exact ridge FTL solution on
-1-D, 4-D and 6-D regressions (relative weight gap, and training MSE ratio to the exact one).
+1-D, 4-D and 6-D regressions (relative weight gap, and training MSE ratio to the exact one), A in
+float64 and in float32.
 Numba compile (or cache load) time is reported apart.
 """
 
@@ -51,6 +56,7 @@ if __name__ == "__main__":
         os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import importlib.util  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
@@ -201,6 +207,7 @@ def _time_sparse(cls: type, dim: int, idx: np.ndarray, val: np.ndarray, y: np.nd
         "pairs": model.pairs,
         "peak": peak,
         "W": np.asarray(model.W),
+        "pred": model.predict(idx, val),
     }
 
 
@@ -223,6 +230,11 @@ def _bench(
         enc = LosseEncoder(x.shape[1], F, B, b, np.random.default_rng(SEED))
     idx, val = enc.encode(x)
     out = _time_sparse(SparseFTL, enc.dim, idx, val, y)
+    out["f32"] = _time_sparse(functools.partial(SparseFTL, a_dtype="float32"), enc.dim, idx, val, y)
+    out["f32"]["diff"] = float(np.abs(out["W"] - out["f32"]["W"]).max())
+    # on the stream's own inputs: RMS of the prediction change over the targets' RMS
+    change = np.sqrt(np.mean((out["f32"]["pred"] - out["pred"]) ** 2) / np.mean(y**2))
+    out["f32"]["pred_change"] = float(change)
     seen = len(np.unique(idx))
     out["slots"] = None
     if 8 * seen**2 <= min(2 * 2**30, _available_bytes() // 4):
@@ -254,7 +266,8 @@ def _bench(
 
 
 def _gap_rows(rng: np.random.Generator) -> list[tuple]:
-    """(label, d, relative weight gap after pass 1 and 2, MSE / exact MSE after pass 1 and 2)."""
+    """(label, d, A's dtype, relative weight gap after pass 1 and 2, MSE / exact MSE after pass 1
+    and 2), both dtypes on the same data."""
     rows = []
     for d_in, (F, B, b), n in ((1, (50, 5, 2), 200), (4, (50, 3, 2), 400), (6, (50, 3, 2), 600)):
         enc = LosseEncoder(d_in, F, B, b, rng)
@@ -263,13 +276,14 @@ def _gap_rows(rng: np.random.Generator) -> list[tuple]:
         idx, val = enc.encode(x if d_in == 1 else 2 * x)
         exact = ridge_ftl_solution(idx, val, y, enc.dim, 1e-5)
         exact_mse = np.mean((np.einsum("nk,nko->no", val, exact[idx]) - y) ** 2)
-        model = SparseFTL(enc.dim, 1)
-        gaps, ratios = [], []
-        for _ in range(2):
-            model.update(idx, val, y)
-            gaps.append(np.linalg.norm(model.W - exact) / np.linalg.norm(exact))
-            ratios.append(np.mean((model.predict(idx, val) - y) ** 2) / exact_mse)
-        rows.append((f"{d_in}-D, n={n}", enc.dim, *gaps, *ratios))
+        for a_dtype in ("float64", "float32"):
+            model = SparseFTL(enc.dim, 1, a_dtype=a_dtype)
+            gaps, ratios = [], []
+            for _ in range(2):
+                model.update(idx, val, y)
+                gaps.append(np.linalg.norm(model.W - exact) / np.linalg.norm(exact))
+                ratios.append(np.mean((model.predict(idx, val) - y) ** 2) / exact_mse)
+            rows.append((f"{d_in}-D, n={n}", enc.dim, a_dtype, *gaps, *ratios))
     return rows
 
 
@@ -332,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
         f"one thread; cpus {os.cpu_count()}; load average "
         + " ".join(f"{v:.2f}" for v in os.getloadavg())
     )
-    classes = [SparseFTL, SlotsFTL]
+    # the float32 store is another specialisation of the same kernels: compiled here too
+    classes = [SparseFTL, functools.partial(SparseFTL, a_dtype="float32"), SlotsFTL]
     if baseline is not None:
         classes += [cls for cls in baseline.values() if cls is not None]
     print(f"numba compile (or cache load): {_compile_seconds(classes):.2f} s")
@@ -354,6 +369,14 @@ def main(argv: list[str] | None = None) -> None:
             f"{'pairs':>11} {'B/pair':>6} {'peak':>10}"
         )
         print(_row("sparse", r))
+        f32 = r["f32"]
+        print(_row("sparse f32", f32))
+        print(
+            f"{'':>10} A in float32: {f32['rate'] / r['rate']:.2f}x the float64 store's rate, "
+            f"memory {f32['peak'] / r['peak']:.2f}x, max |W - W_sparse| {f32['diff']:.1e} "
+            f"(max |W| {np.abs(r['W']).max():.2f}), predictions on the stream moved by "
+            f"{f32['pred_change']:.1e} of the targets' RMS"
+        )
         if r["slots"] is None:
             print(
                 f"{'slots':>10} A over the features seen would need "
@@ -386,8 +409,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     for size, r in results.items():
         if r["k"] == 200 and args.minatar is None and not args.acrobot:  # the goal's workload
-            verdict = "met" if r["rate"] >= GOAL_RATE else "NOT MET"
-            print(f"goal {size} k=200: {r['rate']:.0f} updates/s (>= {GOAL_RATE:.0f}): {verdict}")
+            for label, rate in (("float64", r["rate"]), ("A in float32", r["f32"]["rate"])):
+                verdict = "met" if rate >= GOAL_RATE else "NOT MET"
+                print(
+                    f"goal {size} k=200, {label}: {rate:.0f} updates/s (>= {GOAL_RATE:.0f}): "
+                    f"{verdict}"
+                )
     if SIZES[-1] in results:
         big = results[SIZES[-1]]
         print(
@@ -398,9 +425,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.no_gap:
         return
     print("\ngap to the exact ridge FTL solution (eps 1e-5), after pass 1 and pass 2")
-    print(f"{'task':>12} {'d':>6} | {'gap 1':>7} {'gap 2':>7} | {'mse/exact 1':>11} {'2':>6}")
-    for label, d, g1, g2, m1, m2 in _gap_rows(rng):
-        print(f"{label:>12} {d:>6} | {g1:>6.1%} {g2:>7.1%} | {m1:>11.2f} {m2:>6.2f}")
+    print(
+        f"{'task':>12} {'d':>6} {'A':>8} | {'gap 1':>7} {'gap 2':>7} | {'mse/exact 1':>11} {'2':>6}"
+    )
+    for label, d, a_dtype, g1, g2, m1, m2 in _gap_rows(rng):
+        print(f"{label:>12} {d:>6} {a_dtype:>8} | {g1:>6.1%} {g2:>7.1%} | {m1:>11.2f} {m2:>6.2f}")
 
 
 if __name__ == "__main__":

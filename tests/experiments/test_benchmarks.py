@@ -230,6 +230,26 @@ bench.main({argv!r})
     )
 
 
+def test_losse_benchmark_times_both_stores_after_numba_compiled():
+    """The float32 store is its own specialisation of the update kernel: compiled before the
+    first timed call, like the float64 one."""
+    code = """
+import numpy as np
+import kernels.losse as kl
+from experiments.benchmarks import losse as bench
+def timed(*args):
+    kinds = {str(sig[-3]) for sig in kl._ftl_update_kernel.signatures}  # blk_val's type
+    print("STORES", *sorted(kinds), flush=True)
+    raise SystemExit(0)
+bench._time_sparse = timed
+bench.main(["--sizes", "0", "--no-gap"])
+"""
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    stores = next(line for line in result.stdout.splitlines() if line.startswith("STORES"))
+    assert "float32" in stores and "float64" in stores, stores
+
+
 def test_dyna_targets_times_model_updates_after_numba_compiled():
     """The run's own Losse model (timed by the trainer) and the shadow models alike."""
     code = (

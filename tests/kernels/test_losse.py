@@ -402,3 +402,32 @@ def test_the_slots_layout_refuses_to_outgrow_its_memory_limit():
     learned = SlotsFTL(enc.dim, 2)
     learned.update(idx[: model.t], val[: model.t], y[: model.t])
     np.testing.assert_array_equal(model.W, learned.W)
+
+
+def test_a_stored_in_float32_matches_its_dense_reference_and_reloads_bit_for_bit():
+    """``a_dtype="float32"``: A's entries rounded to float32 as stored, the rest float64, as
+    the dense reference with a float32 A; far closer to it than to the float64 update (so the
+    rounding is really there), and a checkpoint goes on bit for bit, in float32."""
+    enc, idx, val, y = _stream(3, 300)
+    f32 = SparseFTL(enc.dim, 2, eps=1e-4, a_dtype="float32", block_size=8, blocks=1)
+    f64 = SparseFTL(enc.dim, 2, eps=1e-4)
+    dense = DenseFTLReference(enc.dim, 2, eps=1e-4, a_dtype="float32")
+    f32.update(idx[:200], val[:200], y[:200])
+    f64.update(idx[:200], val[:200], y[:200])
+    for n in range(200):
+        dense.update(idx[n], val[n], y[n])
+    assert f32._blk_val.dtype == np.float32 and dense.A.dtype == np.float32
+    np.testing.assert_array_equal(f32.dense_rows(np.arange(enc.dim)), dense.A)
+    scale = np.abs(dense.W).max()
+    near, far = np.abs(f32.W - dense.W).max(), np.abs(f32.W - f64.W).max()
+    assert near < 1e-9 * scale and far > 1e3 * near, (near, far)
+    state = pickle.loads(pickle.dumps(f32.state_dict()))
+    assert state["a_dtype"] == "float32"
+    clone = SparseFTL.from_state_dict(state)
+    assert clone._blk_val.dtype == np.float32
+    for model in (f32, clone):
+        model.update(idx[200:], val[200:], y[200:])
+    np.testing.assert_array_equal(f32.W, clone.W)
+    assert f32.nbytes < f64.nbytes
+    with pytest.raises(ValueError, match="a_dtype"):
+        SparseFTL(enc.dim, 2, a_dtype="float16")
