@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -35,10 +36,21 @@ __all__ = [
     "DQNParams",
     "DQNTrainer",
     "EnvConfig",
+    "check_finite",
     "int_seed",
     "make_env",
     "mlp",
 ]
+
+
+def check_finite(params: object, *names: str) -> None:
+    """Raise a ValueError naming the first of the float fields ``names`` that is not finite
+    (TOML allows inf, which passes ``ge``/``gt`` limits: an infinite planning ratio spun
+    forever, an infinite learning rate filled the networks with NaN)."""
+    for name in names:
+        value = getattr(params, name)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,9 @@ class DQNParams:
     # torch threads while the trainer iterates (restored after): these MLPs are too small to
     # gain from more, and on a loaded 2-core machine 2 threads ran 27x slower than 1.
     torch_threads: int = field(default=1, metadata={"ge": 1})
+
+    def __post_init__(self) -> None:
+        check_finite(self, "lr")
 
 
 @dataclass(frozen=True)

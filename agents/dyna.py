@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from agents.dqn import DQNParams, DQNTrainer, EnvConfig, int_seed
+from agents.dqn import DQNParams, DQNTrainer, EnvConfig, check_finite, int_seed
 from agents.losse import LosseParams, LosseWorldModel
 from agents.nn_world_model import NNModelParams, NNWorldModel
 from agents.replay import ReplayBuffer
@@ -67,6 +67,9 @@ class PlanningParams:
     heldout_size: int = field(default=500, metadata={"ge": 0})
     heldout_every: int = field(default=5, metadata={"ge": 2})
     snap_states: bool = False
+
+    def __post_init__(self) -> None:
+        check_finite(self, "planning_ratio", "rollouts_per_step")
 
 
 @dataclass(frozen=True)
@@ -239,3 +242,7 @@ class DynaTrainer(DQNTrainer):
         self.planning_credit = state["planning_credit"]
         self.model_seconds = state["model_seconds"]
         self.planning_seconds = state["planning_seconds"]
+        # the counters' totals so far were warned about before the checkpoint: a resumed run
+        # warns only of what grows after it, as the uninterrupted run does
+        totals = {"clipped_observations": self.model.bounds.clipped, **self.model.figures()}
+        self._warned = {key: int(totals.get(key, 0)) for key in _WARN_ON}

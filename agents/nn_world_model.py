@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.dqn import mlp
+from agents.dqn import check_finite, mlp
 from agents.world_model import ObservationBounds, WorldModel, model_targets
 
 __all__ = ["NNModelParams", "NNWorldModel"]
@@ -37,6 +37,9 @@ class NNModelParams:
     replay_gradient_steps: int = field(default=250, metadata={"ge": 1})
     online_batch: int = field(default=16, metadata={"ge": 1})
     scale_from: int = field(default=500, metadata={"ge": 2})
+
+    def __post_init__(self) -> None:
+        check_finite(self, "lr")
 
 
 class NNWorldModel(WorldModel):
@@ -70,6 +73,8 @@ class NNWorldModel(WorldModel):
 
     def _inputs(self, x: np.ndarray, action: np.ndarray) -> np.ndarray:
         action = np.asarray(action).reshape(-1)
+        if action.shape[0] != x.shape[0]:
+            raise ValueError(f"{action.shape[0]} actions for {x.shape[0]} observations")
         if action.size and (action.min() < 0 or action.max() >= self.n_actions):
             raise ValueError(f"actions must lie in [0, {self.n_actions}), got {action}")
         return np.column_stack([x, np.eye(self.n_actions)[action]]).astype(np.float32)

@@ -133,6 +133,41 @@ def test_dyna_reports_model_figures_and_clipping(caplog):
     assert last["imagined"] > 0 and last["planning_seconds_per_step"] > 0
 
 
+def test_a_resumed_run_warns_only_of_what_grew_after_its_checkpoint(caplog):
+    """The trouble counters' warnings say how many are new since the last metrics row: after a
+    resume they must not count the checkpoint's totals as new again."""
+    cls, config = _config(
+        "dyna_cartpole.toml", [*QUICK, *DYNA_QUICK, "env.obs_high=[0.1, 4, 0.25, 4]"]
+    )
+    first, _ = _run(cls, config, iterations=1)
+    resumed = cls(config)
+    resumed.load_state_dict(pickle.loads(pickle.dumps(first.state_dict())))
+    before = first.model.bounds.clipped
+    assert before > 0
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="agents.dyna"):
+        rows = []
+        while not resumed.done:
+            rows.append(resumed.iterate(None))
+    warned = [r.args[1] for r in caplog.records if "clipped" in r.getMessage()]
+    assert warned and sum(warned) == rows[-1]["clipped_observations"] - before
+
+
+@pytest.mark.parametrize(
+    "name, override",
+    [
+        ("dyna_cartpole.toml", "dyna.planning_ratio=inf"),  # spun forever in train_round
+        ("dyna_cartpole.toml", "dyna.rollouts_per_step=inf"),  # OverflowError mid-run
+        ("dqn_cartpole.toml", "dqn.lr=inf"),  # NaN Q-network, NaN td_loss
+        ("dyna_cartpole.toml", "nn.lr=inf"),  # NaN NN world model
+    ],
+)
+def test_infinite_rates_are_refused_by_name(name, override):
+    key = override.split("=")[0].split(".")[1]
+    with pytest.raises(ConfigError, match=rf"{key} must be a finite number, got inf"):
+        _config(name, [override])
+
+
 def test_discrete_actions_with_an_offset_reach_the_env_as_its_own():
     """A Discrete(n, start) space: the agent's actions 0..n-1 are the env's start..start+n-1."""
     import gymnasium as gym

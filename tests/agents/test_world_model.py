@@ -93,6 +93,31 @@ def test_losse_model_learns_in_one_pass_and_reloads_identically(layout):
     assert nxt.shape == (300, 2) and reward.shape == (300,) and term.dtype == bool
 
 
+def test_losse_model_stores_a_in_float32_on_request():
+    """``losse.a_dtype = "float32"``: every regressor's A in float32, learning as well as the
+    float64 store here; the params (not the checkpoint) choose the store on reload; the slots
+    layout refuses it by name."""
+    data, held = _transitions(2000), _transitions(300, seed=1)
+    bounds = ObservationBounds(-np.ones(2), np.ones(2))
+    keys = ("obs", "action", "reward", "next_obs", "terminated")
+    models = {}
+    for a_dtype in ("float64", "float32"):
+        models[a_dtype] = LosseWorldModel(
+            bounds, 2, LosseParams(a_dtype=a_dtype), np.random.default_rng(0)
+        )
+        models[a_dtype].update(*(data[k] for k in keys))
+    assert {r._blk_val.dtype for r in models["float32"].regressors} == {np.dtype(np.float32)}
+    e32, e64 = (heldout_errors(models[a], held)["model_error_state"] for a in models)
+    assert e32 < 1.1 * e64
+    reloaded = LosseWorldModel(bounds, 2, LosseParams(a_dtype="float32"), np.random.default_rng(9))
+    reloaded.load_state_dict(pickle.loads(pickle.dumps(models["float64"].state_dict())))
+    assert {r._blk_val.dtype for r in reloaded.regressors} == {np.dtype(np.float32)}
+    with pytest.raises(ValueError, match="a_dtype = 'float32' is offered on the pairs layout"):
+        LosseWorldModel(
+            bounds, 2, LosseParams(layout="slots", a_dtype="float32"), np.random.default_rng(0)
+        )
+
+
 def test_imagine_keeps_the_termination_probability():
     data, held = _transitions(3000), _transitions(2000, seed=1)
     bounds = ObservationBounds(-np.ones(2), np.ones(2))
@@ -293,3 +318,18 @@ def test_nn_model_learns_a_batch_as_single_updates(mode):
     np.testing.assert_array_equal(batch.scale, single.scale)
     for a, b in zip(batch.net.parameters(), single.net.parameters(), strict=True):
         assert bool((a == b).all())
+
+
+@pytest.mark.parametrize("kind", ["losse", "nn_replay", "nn_online"])
+def test_a_mismatched_action_count_is_a_clear_error(kind):
+    """Every world model names the mismatch (the NN models failed inside NumPy's column_stack)."""
+    bounds = ObservationBounds(-np.ones(2), np.ones(2))
+    if kind == "losse":
+        model = LosseWorldModel(bounds, 2, LosseParams(num_grids=4), np.random.default_rng(0))
+    else:
+        model = NNWorldModel(bounds, 2, NNModelParams(hidden=(8,)), kind[3:], seed=0)
+    obs = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="2 actions for 3 observations"):
+        model.update(obs, [0, 1], np.zeros(3), obs, np.zeros(3))
+    with pytest.raises(ValueError, match="2 actions for 3 observations"):
+        model.predict(obs, [0, 1])
