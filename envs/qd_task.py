@@ -17,6 +17,26 @@ through the Gymnasium API. Descriptors are a built-in
 name (``final_observation``, or ``default`` for the environment's own) or ``module:function``,
 called as ``function(observations, info) -> array`` with the episode's observations
 (``(T + 1, obs_dim)``) and the last ``info``.
+
+Signature descriptors (qd.md §4.7, STAX's ``sign_bd`` / ``time_sign_bd``): ``signature`` is
+the order-2 signature of the episode's position path (6 entries for a 2-D path),
+``signature_time`` the same with a time channel over [0, 1] appended (12 entries; see
+``envs.signatures``). The path is STAX's ``traj_to_obs`` (``POSITION_PATHS``), read at every
+step of the stepped rollout (the compiled paths serve ``default`` only):
+
+- HardMaze: robot (x, y) / 600 from ``info["pose"]``, after each step;
+- Curling: ball (x, y), the observation's first two entries, the reset observation included;
+- RedundantArm: end effector (x, y) from ``info["end_effector"]``, after each step;
+- AntMaze: torso (x, y) rescaled (q - 5) / 70, the observation's first two entries (which hold
+  exactly that), after each step.
+
+Limits: the signature has no box of its own, and needs none: novelty is measured in raw
+signature space, and coverage is measured on ``gt``, which stays the environment's ground truth
+(the path's last point = the final position, the ``default`` descriptor) inside the
+environment's own limits, as STAX's ``gt_bd``. (Sound bounds exist but are loose: level 1 is a
+displacement, bounded by the arena; level 2 is bounded by the arena width times the path's
+length, which grows with the episode.) ``env.descriptor_low`` / ``descriptor_high``, which bound
+``gt`` when it is the descriptor itself, are therefore an error with a signature descriptor.
 """
 
 from __future__ import annotations
@@ -31,6 +51,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
+from envs.signatures import SIGNATURE_DESCRIPTORS, trajectory_signature
 from kernels import mlp
 
 
@@ -48,7 +69,8 @@ class ControllerSpec:
 
 @dataclass(frozen=True)
 class FastPath:
-    """A compiled batch evaluator and the facts novelty search needs about an environment."""
+    """A compiled batch evaluator (used for the ``default`` descriptor) and the facts novelty
+    search needs about an environment's ground truth (limits, reward areas, background)."""
 
     evaluate: Callable[..., dict]
     gt_low: tuple[float, ...]
@@ -91,7 +113,40 @@ FAST_PATHS: dict[str, Callable[[], FastPath]] = {
     ),
 }
 
-BUILTIN_DESCRIPTORS = ("default", "final_observation")
+BUILTIN_DESCRIPTORS = ("default", "final_observation", *SIGNATURE_DESCRIPTORS)
+
+
+@dataclass(frozen=True)
+class PositionPath:
+    """Where an environment's position is read at each step for signature descriptors:
+    ``point(observation, info)`` -> (x, y) in ground-truth coordinates; ``with_reset``: the
+    reset's (observation, info) gives the first point."""
+
+    point: Callable[[np.ndarray, dict], np.ndarray]
+    with_reset: bool
+
+
+def _observed_xy(observation: np.ndarray, info: dict) -> np.ndarray:
+    return np.asarray(observation[:2], dtype=np.float64)
+
+
+def _hardmaze_xy(observation: np.ndarray, info: dict) -> np.ndarray:
+    # World units / envs.hardmaze.WORLD_SIZE, as the ground truth.
+    return np.asarray(info["pose"][:2], dtype=np.float64) / 600.0
+
+
+def _end_effector_xy(observation: np.ndarray, info: dict) -> np.ndarray:
+    return np.asarray(info["end_effector"], dtype=np.float64)
+
+
+# STAX's traj_to_obs: Curling samples the reset observation, RedundantArm and AntMaze skip it
+# (traj[1:]); HardMaze (no STAX entry) follows the latter: "per step".
+POSITION_PATHS: dict[str, PositionPath] = {
+    "sparserl/HardMaze-v0": PositionPath(_hardmaze_xy, with_reset=False),
+    "sparserl/Curling-v0": PositionPath(_observed_xy, with_reset=True),
+    "sparserl/RedundantArm-v0": PositionPath(_end_effector_xy, with_reset=False),
+    "sparserl/AntMaze-v0": PositionPath(_observed_xy, with_reset=False),
+}
 
 
 def _final_observation(observations: np.ndarray, info: dict) -> np.ndarray:
@@ -167,9 +222,16 @@ def _declared_areas(env: gym.Env) -> tuple:
 class QDTask:
     def __init__(self, key: TaskKey) -> None:
         self.key = key
+        self.path: PositionPath | None = None
+        if key.descriptor in SIGNATURE_DESCRIPTORS:
+            self.path = _position_path(key)
         fast = FAST_PATHS.get(key.env_id)
-        self.fast: FastPath | None = fast() if fast and key.descriptor == "default" else None
-        if self.fast is not None:
+        # Signature descriptors keep the environment's ground truth, hence its facts, but are
+        # rolled out step by step: only ``default`` runs compiled.
+        wants_facts = key.descriptor == "default" or self.path is not None
+        self.fast: FastPath | None = fast() if fast and wants_facts else None
+        self.compiled = self.fast is not None and key.descriptor == "default"
+        if self.compiled:
             _check_fast_kwargs(key, self.fast.evaluate)
         # The task's step cap replaces the registration's, or its TimeLimit would cut the
         # stepped rollouts short of the compiled ones.
@@ -188,8 +250,15 @@ class QDTask:
         self.max_steps = key.max_steps or spec_steps or 1000
         if key.descriptor in ("default", "final_observation"):
             self._descriptor = _final_observation
-        else:
+        elif self.path is not None:
+            self._descriptor = None
+        elif ":" in key.descriptor:
             self._descriptor = resolve_callable(key.descriptor, "descriptor")
+        else:
+            raise ValueError(
+                f"{key.env_id}: unknown descriptor {key.descriptor!r}; expected one of "
+                f"{', '.join(BUILTIN_DESCRIPTORS)} or 'module:function'"
+            )
         self.reward_areas = self.fast.reward_areas if self.fast else _declared_areas(self.env)
         self.gt_low, self.gt_high = self._gt_limits(obs_space)
 
@@ -220,7 +289,7 @@ class QDTask:
                 f"{self.key.env_id}: genome of size {genomes.shape[1]}, "
                 f"the controller {controller.hidden} needs {expected}"
             )
-        if self.fast is not None:
+        if self.compiled:
             out = self.fast.evaluate(
                 genomes,
                 controller.hidden,
@@ -249,6 +318,8 @@ class QDTask:
         obs, info = env.reset(seed=seed)
         env.action_space.seed(seed)
         observations = [np.asarray(obs, dtype=np.float64).ravel()]
+        path = self.path
+        points = [path.point(obs, info)] if path is not None and path.with_reset else []
         total = 0.0
         discrete = isinstance(env.action_space, gym.spaces.Discrete)
         for _ in range(self.max_steps):
@@ -261,12 +332,38 @@ class QDTask:
                 ).astype(env.action_space.dtype)
             obs, reward, terminated, truncated, info = env.step(action)
             observations.append(np.asarray(obs, dtype=np.float64).ravel())
+            if path is not None:
+                points.append(path.point(obs, info))
             total += float(reward)
             if terminated or truncated:
                 break
-        descriptor = np.asarray(self._descriptor(np.array(observations), info), np.float64)
+        if path is not None:
+            positions = np.array(points)
+            time_channel = SIGNATURE_DESCRIPTORS[self.key.descriptor]
+            descriptor = trajectory_signature(positions, time_channel=time_channel)
+            gt = positions[-1]
+        else:
+            descriptor = np.asarray(self._descriptor(np.array(observations), info), np.float64)
+            gt = descriptor
         area = int(info.get("rew_area", -1)) if total > 0 else -1
-        return {"descriptor": descriptor, "gt": descriptor, "reward": total, "reward_area": area}
+        return {"descriptor": descriptor, "gt": gt, "reward": total, "reward_area": area}
+
+
+def _position_path(key: TaskKey) -> PositionPath:
+    """The position path of a signature descriptor's environment, or a one-line error."""
+    path = POSITION_PATHS.get(key.env_id)
+    if path is None:
+        raise ValueError(
+            f"{key.env_id}: descriptor {key.descriptor!r} needs the environment's position "
+            f"path, known for {', '.join(POSITION_PATHS)}; use 'module:function' for others"
+        )
+    if key.descriptor_low or key.descriptor_high:
+        raise ValueError(
+            f"{key.env_id}: descriptor {key.descriptor!r} takes no env.descriptor_low/high: "
+            "novelty needs no limits, and coverage is measured on the final position within "
+            "the environment's own limits"
+        )
+    return path
 
 
 def _check_finite(descriptors: np.ndarray, key: TaskKey) -> None:

@@ -8,6 +8,13 @@ channel t_k = k / ``time_scale`` (STAX: linspace(0, len, n) / traj_max_len) is a
 so d grows by one. Dimensions: d + d^2 + ... + d^order (2-D paths, order 2: 6; with time: 12).
 
 Computed by ``pysiglib`` (which matches iisignature exactly, packages.md).
+
+As a novelty-search descriptor (``env.descriptor = "signature"`` or ``"signature_time"``,
+``SIGNATURE_DESCRIPTORS``), ``envs.qd_task`` builds each episode's path from the environment's
+per-step position and calls ``trajectory_signature``. The time channel runs over [0, 1]
+(t_k = k / (n - 1) for n samples): STAX divides by ``traj_max_len``, which it never sets, so its
+scale is not a fact to copy; dividing by the path's own length keeps the time terms of the same
+size as the position terms for every episode length.
 """
 
 from __future__ import annotations
@@ -16,7 +23,19 @@ import numpy as np
 
 from kernels.checks import check_int
 
-__all__ = ["signature_descriptor", "signature_dim"]
+__all__ = [
+    "SIGNATURE_DESCRIPTORS",
+    "SIGNATURE_ORDER",
+    "signature_descriptor",
+    "signature_dim",
+    "trajectory_signature",
+]
+
+SIGNATURE_ORDER = 2
+"""STAX's ``signature_order``."""
+SIGNATURE_DESCRIPTORS: dict[str, bool] = {"signature": False, "signature_time": True}
+"""Descriptor names -> whether the time channel is appended (STAX's ``sign_bd``,
+``time_sign_bd``)."""
 
 
 def signature_dim(channels: int, order: int = 2) -> int:
@@ -60,3 +79,21 @@ def signature_descriptor(
     if sig.shape[1] != expected:
         raise AssertionError(f"pysiglib returned {sig.shape[1]} terms, expected {expected}")
     return sig[0] if single else sig
+
+
+def trajectory_signature(
+    path: np.ndarray, order: int = SIGNATURE_ORDER, *, time_channel: bool = False
+) -> np.ndarray:
+    """Descriptor of one episode's path (T, d), T >= 1 samples: ``signature_descriptor`` with
+    time over [0, 1]. A single sample (an episode that ended at its first step, on an
+    environment whose path leaves the reset out) is a constant path, whose signature is zero,
+    as iisignature gives for one point."""
+    x = np.asarray(path, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"a trajectory must have shape (T >= 1, d), got {x.shape}")
+    if x.shape[0] == 1:
+        order = check_int("signature order", order)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("paths contain NaN or inf")
+        return np.zeros(signature_dim(x.shape[1] + bool(time_channel), order))
+    return signature_descriptor(x, order, time_channel=time_channel)
