@@ -203,13 +203,17 @@ def local_cpus() -> int:
     cpuset) and Ray's reading of a container's CPU quota, whichever is fewer. ``os.cpu_count``
     counts the host's CPUs, which in a container or a job limited to two of them starts a
     worker per host CPU on those two."""
-    from ray._private.utils import get_num_cpus
-
     try:
         allowed = len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity on this platform (macOS)
         allowed = os.cpu_count() or 1
-    return max(1, min(allowed, int(get_num_cpus(override_docker_cpu_warning=True))))
+    try:  # a private Ray helper: a later Ray may move it, then the affinity alone counts
+        from ray._private.utils import get_num_cpus
+
+        quota = int(get_num_cpus(override_docker_cpu_warning=True))
+    except (ImportError, AttributeError, TypeError):
+        quota = allowed
+    return max(1, min(allowed, quota))
 
 
 def _split_address(address: str) -> tuple[str, int] | None:
