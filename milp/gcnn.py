@@ -73,6 +73,16 @@ N_ROW = len(ROW_FEATURES)
 CONV_OUTPUTS = ("paper", "initial")
 
 
+def checkpoint_conv_output(config: dict, table: str, configured: str) -> tuple[dict, str]:
+    """A run checkpoint's ``config`` (as a dict) and the convolution variant of its network.
+    Written before ``conv_output`` existed, it lacks the key in ``config[table]``, and so does its
+    run's config.toml, which then gives the ``configured`` default: the key is filled with it
+    and the network is the initial commit's, which the run goes on with."""
+    if "conv_output" in config[table]:
+        return config, configured
+    return {**config, table: {**config[table], "conv_output": configured}}, "initial"
+
+
 @dataclass
 class GraphBatch:
     """Graphs of different sizes stacked into one disconnected graph.

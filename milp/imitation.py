@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from envs.figures import new_figure, save_figure
 from envs.run_files import read_metrics
 from milp.experts import MANIFEST, ExpertSample, load_shard
-from milp.gcnn import GCNN, GraphBatch, fit_prenorms
+from milp.gcnn import GCNN, GraphBatch, checkpoint_conv_output, fit_prenorms
 
 __all__ = [
     "ImitationConfig",
@@ -296,12 +296,9 @@ class ImitationTrainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        saved, variant = dict(state["config"]), self.config.train.conv_output
-        if "conv_output" not in saved["train"]:
-            # written before the option, by the initial commit's GCNN (its run's config.toml
-            # lacks the key too): the run goes on with that network
-            saved["train"] = {**saved["train"], "conv_output": variant}
-            variant = "initial"
+        saved, variant = checkpoint_conv_output(
+            state["config"], "train", self.config.train.conv_output
+        )
         if saved != dataclasses.asdict(self.config):
             raise ValueError("checkpoint was written by a different config")
         if variant != self.model.conv_output:

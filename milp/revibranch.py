@@ -69,7 +69,7 @@ from torch import nn
 from envs.errors import ItemError
 from envs.figures import new_figure, save_figure
 from envs.run_files import read_metrics
-from milp.gcnn import GCNN, GraphBatch, fit_prenorms
+from milp.gcnn import GCNN, GraphBatch, checkpoint_conv_output, fit_prenorms
 from milp.observations import NodeBipartite
 
 __all__ = [
@@ -941,12 +941,9 @@ class ReviBranch:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        saved, variant = dict(state["config"]), self.config.revibranch.conv_output
-        if "conv_output" not in saved["revibranch"]:
-            # written before the option, by the initial commit's GCNN (its run's config.toml
-            # lacks the key too): the run goes on with that network
-            saved["revibranch"] = {**saved["revibranch"], "conv_output": variant}
-            variant = "initial"
+        saved, variant = checkpoint_conv_output(
+            state["config"], "revibranch", self.config.revibranch.conv_output
+        )
         if saved != dataclasses.asdict(self.config):
             raise ValueError("checkpoint was written by a different config")
         if variant != self.online.encoder.conv_output:

@@ -92,15 +92,20 @@ class RewardAreaTracker:
         self.best = np.zeros(n_areas)
         self.first_hit = np.full(n_areas, -1, dtype=np.int64)
 
-    def add(self, rewards: np.ndarray, areas: np.ndarray, first_eval: int) -> None:
-        """``first_eval`` is the evaluation count of the first of these individuals."""
-        for i, (r, a) in enumerate(zip(rewards, areas, strict=True)):
+    def add(self, rewards: np.ndarray, areas: np.ndarray, first_eval: int | np.ndarray) -> None:
+        """``first_eval``: the evaluation count of the first of these individuals, the others
+        following it; or an array of each one's (rollouts dropped on error leave gaps)."""
+        if np.ndim(first_eval) == 0:
+            evaluations = int(first_eval) + np.arange(len(rewards))
+        else:
+            evaluations = np.asarray(first_eval, dtype=np.int64)
+        for r, a, e in zip(rewards, areas, evaluations, strict=True):
             if a < 0 or r <= 0:
                 continue
             if a >= self.best.size:
                 raise ValueError(f"reward area {a} outside the environment's {self.best.size}")
             if self.first_hit[a] < 0:
-                self.first_hit[a] = first_eval + i
+                self.first_hit[a] = int(e)
             self.best[a] = max(self.best[a], r)
 
     def figures(self) -> dict[str, float]:

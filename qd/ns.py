@@ -277,9 +277,7 @@ class NoveltySearch:
         self.last_evaluated = self.evaluations + np.flatnonzero(self._last_ok)
         # Coverage and rewards count every individual the exploration evaluates (qd.md §6).
         self.coverage.add(out["gt"])
-        for r, a, e in zip(out["reward"], out["reward_area"], self.last_evaluated, strict=True):
-            if r > 0:
-                self.rewards.add(np.array([r]), np.array([a]), int(e))
+        self.rewards.add(out["reward"], out["reward_area"], self.last_evaluated)
         self.evaluations += len(genomes)
         return out
 

@@ -396,9 +396,7 @@ class Taxons:
         self.failed_evaluations += n - len(alive)
         self.coverage.add(out["gt"])
         # Each row's own evaluation index: dropped rollouts leave gaps.
-        evaluation = self.evaluations + alive
-        for r, a, e in zip(out["reward"], out["reward_area"], evaluation, strict=True):
-            self.rewards.add(np.array([r]), np.array([a]), int(e))
+        self.rewards.add(out["reward"], out["reward_area"], self.evaluations + alive)
         self.evaluations += n
         t1 = time.perf_counter()
         # The criterion draws from self.rng before encoding, which does not touch it.
