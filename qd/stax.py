@@ -24,7 +24,11 @@ reward archive) stays as it is; what changes is where descriptors come from:
 - **Population update** (``population_update``): ``"novelty"`` is SERENE's truncation on
   novelty; ``"pareto"`` (the published STAX-P variant) keeps the pop_size best of parents +
   offspring by non-dominated sorting on (novelty, surprise), the last front cut by crowding
-  distance (NSGA-II). The archive rule stays SERENE's (5 random offspring).
+  distance (NSGA-II); ``"coin"`` (the original's STAX type, ``SereneTaxons``) draws a fair
+  coin per generation and truncates parents + offspring on novelty or on surprise, with no
+  novelty-only warm-up (qd.md §4.1). The archive rule stays SERENE's (5 random offspring).
+  The crowding distance is NSGA-II's: boundary points infinite, each objective's gaps divided
+  by its range on the front.
 
 Frames are kept, per genome, only for the individuals alive somewhere in the search (population,
 last offspring, both archives, emitters and candidates): a deterministic rollout (env.seeding
@@ -65,7 +69,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StaxParams:
-    population_update: Literal["novelty", "pareto"] = "pareto"
+    population_update: Literal["novelty", "pareto", "coin"] = "pareto"
     # Frames per trajectory (1: final frame only; the published variant uses several).
     samples: int = field(default=1, metadata={"ge": 1})
     frame_size: Literal[32, 64] = 64
@@ -200,6 +204,7 @@ class Stax(Serene):
         self.training_gap = 1
         self.trainings = 0
         self.recoveries = 0
+        self.surprise_generations = 0  # population_update = "coin"
         self.training_log: list[dict] = []
         self.last_stax: dict[str, float] = {}
         self.timing = {"rollout": 0.0, "encode": 0.0, "train": 0.0}
@@ -241,11 +246,13 @@ class Stax(Serene):
     def _offspring_evaluated(self, pool: dict[str, np.ndarray], n_parents: int) -> None:
         super()._offspring_evaluated(pool, n_parents)
         self.last_offspring_genomes = pool["genome"][n_parents:].copy()
-        if self.config.stax.population_update == "pareto":
+        update = self.config.stax.population_update
+        if update != "novelty":
+            self._pool = pool
+        if update == "pareto":
             # Same archive and reference set as the novelty NS is about to compute.
             assert self.archive is not None
             ns = self.config.ns
-            self._pool = pool
             self._pool_novelty = self.archive.index.novelty(
                 pool["descriptor"],
                 transient=self.reference_transient(pool["descriptor"]),
@@ -255,12 +262,20 @@ class Stax(Serene):
 
     def _generation(self, executor) -> None:
         super()._generation(executor)
-        if self.config.stax.population_update == "pareto":
-            assert self._pool is not None and self._pool_novelty is not None
-            objectives = np.column_stack([self._pool_novelty, self._pool["surprise"]])
-            keep = pareto_selection(objectives, self.config.ns.pop_size)
-            self.population = {k: v[keep] for k, v in self._pool.items()}
-            self._pool = self._pool_novelty = None
+        update = self.config.stax.population_update
+        pool, size = self._pool, self.config.ns.pop_size
+        if update == "pareto":
+            assert pool is not None and self._pool_novelty is not None
+            objectives = np.column_stack([self._pool_novelty, pool["surprise"]])
+            keep = pareto_selection(objectives, size)
+            self.population = {k: v[keep] for k, v in pool.items()}
+        elif update == "coin" and self.rng.random() < 0.5:
+            # Surprise this generation; on tails the population is the one NS just kept.
+            assert pool is not None
+            keep = np.argsort(-pool["surprise"], kind="stable")[:size]
+            self.population = {k: v[keep] for k, v in pool.items()}
+            self.surprise_generations += 1
+        self._pool = self._pool_novelty = None
         self.last_stax["mean_surprise"] = float(self.population["surprise"].mean())
 
     # -- exploration chunks and the training schedule --------------------------------------
@@ -408,6 +423,7 @@ class Stax(Serene):
             "exploration_chunks": self.exploration_chunks,
             "ae_trainings": self.trainings,
             "ae_recoveries": self.recoveries,
+            "surprise_generations": self.surprise_generations,
             "ae_epochs": self.last_stax.get("ae_epochs", 0.0),
             "ae_loss": self.last_stax.get("ae_loss", float("nan")),
             "ae_val_loss": self.last_stax.get("ae_val_loss", float("nan")),
@@ -429,6 +445,7 @@ class Stax(Serene):
             "training_gap": self.training_gap,
             "trainings": self.trainings,
             "recoveries": self.recoveries,
+            "surprise_generations": self.surprise_generations,
             "training_log": [dict(e) for e in self.training_log],
             "last_stax": dict(self.last_stax),
             "timing": dict(self.timing),

@@ -112,6 +112,38 @@ def test_pareto_population_update_in_the_trainer(monkeypatch):
     assert len(calls) == trainer.generation
 
 
+def test_coin_population_update_truncates_on_the_drawn_criterion():
+    # The original's STAX type: a fair coin per generation, truncation on novelty or surprise.
+    trainer = Stax(small_config(budget=400, population_update="coin", train_autoencoder=False))
+    drawn, generation = [], Stax._generation
+
+    def spy(self, executor):
+        before = self.surprise_generations
+        pools = []
+        evaluated = self._offspring_evaluated
+
+        def keep_pool(pool, n_parents):
+            pools.append({k: v.copy() for k, v in pool.items()})
+            evaluated(pool, n_parents)
+
+        self._offspring_evaluated = keep_pool
+        generation(self, executor)
+        del self._offspring_evaluated
+        surprise = self.surprise_generations > before
+        drawn.append(surprise)
+        top = np.sort(pools[-1]["surprise"])[-len(self.population["surprise"]) :]
+        assert np.array_equal(np.sort(self.population["surprise"]), top) or not surprise
+
+    trainer._generation = spy.__get__(trainer)
+    run(trainer)
+    assert sum(drawn) == trainer.surprise_generations
+    assert 0 < trainer.surprise_generations < len(drawn)
+    assert trainer.figures()["surprise_generations"] == trainer.surprise_generations
+    other = Stax(small_config(budget=400, population_update="coin", train_autoencoder=False))
+    run(other)
+    assert other.surprise_generations == trainer.surprise_generations
+
+
 def test_checkpoint_round_trip_and_plots(tmp_path):
     trainer = Stax(small_config(budget=100, samples=2))
     rows = run(trainer)
