@@ -9,6 +9,8 @@ N(0, 1) clipped to [-5, 5] from a fixed seed (like NS's initial population).
   the batch loop in Numba, one core), best of ``REPEATS``, per episode;
 - gym loop: ``gymnasium.make("sparserl/HardMaze-v0")`` stepped from Python with the controller
   computed by ``kernels.mlp.forward_reference`` (NumPy), over ``N_GYM`` genomes, per episode.
+- signature descriptors (``env.descriptor = "signature"``, `envs.qd_task`): the compiled path
+  recording every position, then pysiglib over the batch, vs the same task stepped;
 - executors: a batch of ``--genomes`` genomes (2000 by default; items of 10, as novelty search
   sends them) with the serial and the Ray executor, after measuring the machine's effective
   parallelism (`experiments.benchmarks.parallelism`); Ray's speed-up over serial is reported
@@ -99,6 +101,31 @@ def bench_episode() -> dict[str, float]:
     }
 
 
+def bench_signatures() -> dict[str, float]:
+    """Per-episode time of the signature descriptor, compiled (positions recorded) vs stepped."""
+    from envs.qd_task import ControllerSpec, QDTask, TaskKey
+
+    genomes, spec = _genomes(N_COMPILED), ControllerSpec(HIDDEN)
+    key = TaskKey(hardmaze.ENV_ID, descriptor="signature")
+    compiled, stepped = QDTask(key), QDTask(key)
+    stepped.compiled = False
+    compiled.evaluate(genomes[:1], spec, 0)
+    compiled_s = np.inf
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        fast = compiled.evaluate(genomes, spec, 0)
+        compiled_s = min(compiled_s, (time.perf_counter() - t0) / N_COMPILED)
+    t0 = time.perf_counter()
+    slow = stepped.evaluate(genomes[:N_GYM], spec, 0)
+    stepped_s = (time.perf_counter() - t0) / N_GYM
+    diff = float(np.abs(fast["descriptor"][:N_GYM] - slow["descriptor"]).max())
+    print(
+        f"\nsignature descriptor: compiled {compiled_s * 1e3:.3f} ms / episode, stepped "
+        f"{stepped_s * 1e3:.3f} ms ({stepped_s / compiled_s:.0f}x); max |difference| {diff:.1e}"
+    )
+    return {"compiled_ms": compiled_s * 1e3, "stepped_ms": stepped_s * 1e3}
+
+
 def bench_executor(n_genomes: int = 2000, repeats: int = 3) -> None:
     """Evaluations/s for a batch of genomes, serial vs Ray, against measured parallelism."""
     from envs.qd_task import ControllerSpec, EvaluationItem, TaskKey, evaluate_item
@@ -147,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         f"gym episodes; cpus {os.cpu_count()}, load average {load:.2f}"
     )
     bench_episode()
+    bench_signatures()
     bench_executor(args.genomes)
 
 

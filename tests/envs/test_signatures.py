@@ -118,7 +118,26 @@ def test_rollout_signature_is_that_of_the_env_positions(env_id):
         got["gt"], compiled.evaluate(genomes, controller, seed)["gt"], atol=1e-12
     )
     np.testing.assert_array_equal(plain.gt_low, compiled.gt_low)
-    assert plain.fast is not None and not plain.compiled and compiled.compiled
+    # HardMaze's compiled path records positions; the others' signatures are stepped.
+    assert plain.fast is not None and compiled.compiled
+    assert plain.compiled == timed.compiled == (env_id == "sparserl/HardMaze-v0")
+
+
+@pytest.mark.parametrize("steps", [1, 2, 300])
+def test_compiled_hardmaze_signatures_equal_the_stepped_ones(steps):
+    from envs.qd_task import ControllerSpec, QDTask, TaskKey
+
+    controller = ControllerSpec((5, 5), action_scale=5.0)
+    for name in ("signature", "signature_time"):
+        compiled = QDTask(TaskKey("sparserl/HardMaze-v0", descriptor=name, max_steps=steps))
+        stepped = QDTask(TaskKey("sparserl/HardMaze-v0", descriptor=name, max_steps=steps))
+        stepped.compiled = False
+        genomes = np.random.default_rng(steps).normal(size=(4, compiled.genome_size(controller)))
+        a, b = compiled.evaluate(genomes, controller, 0), stepped.evaluate(genomes, controller, 0)
+        assert a["descriptor"].shape == (4, 6 if name == "signature" else 12)
+        for key in ("descriptor", "gt", "reward"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(a["reward_area"], b["reward_area"])
 
 
 def test_one_sample_trajectory_is_a_constant_path():

@@ -57,7 +57,7 @@ def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
 FIRST_WORK = {
     "knn": ["_compile_seconds", "_bench"],
     "parallelism": ["effective_parallelism"],
-    "hardmaze": ["bench_episode", "bench_executor"],
+    "hardmaze": ["bench_episode", "bench_signatures", "bench_executor"],
 }
 
 
@@ -109,7 +109,7 @@ BAD_ARGUMENTS = [
     ("milp_obs", ["--nodes", "0"], ["_run"], "--nodes, --rows and --cols must be >= 1"),
     ("gcnn_inference", ["--nodes", "0"], ["learned_rule"], "--nodes must be >= 1"),
     ("gcnn_inference", ["--updates", "0"], ["learned_rule"], "--updates must be >= 1"),
-    ("hardmaze", ["--genomes", "0"], ["bench_episode", "bench_executor"], "--genomes must be"),
+    ("hardmaze", ["--genomes", "0"], ["bench_episode", "bench_signatures"], "--genomes must be"),
 ]
 
 
