@@ -361,7 +361,7 @@ def evaluate_batch(
 
     Returns ``descriptor`` (n, 2) the final torso (x, y) rescaled, ``reward`` (n,),
     ``reward_area`` (n,) (goal index when the reward is > 0, else -1) and ``steps`` (n,)."""
-    sizes = (OBS_DIM, *(int(h) for h in hidden), ACT_DIM)
+    sizes = (OBS_DIM, *hidden, ACT_DIM)
     genomes, max_steps = mlp.check_rollout_batch(
         "AntMaze", genomes, sizes, bias_per_neuron, action_scale, max_steps
     )

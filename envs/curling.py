@@ -269,7 +269,7 @@ class CurlingBox2D(_CurlingBase):
 
 def _check_batch(genomes, hidden, bias_per_neuron, action_scale, max_steps, horizon):
     """Validated (genomes, layer sizes, max_steps, horizon) or a one-line ValueError."""
-    sizes = (OBS_DIM, *(int(h) for h in hidden), ACT_DIM)
+    sizes = (OBS_DIM, *hidden, ACT_DIM)
     genomes, max_steps = mlp.check_rollout_batch(
         "Curling", genomes, sizes, bias_per_neuron, action_scale, max_steps
     )

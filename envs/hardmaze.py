@@ -275,7 +275,7 @@ def evaluate_batch(
     positions at steps 0, record_every, 2 record_every, ... up to max_steps,
     T = max_steps // record_every + 1. Runs on the calling thread: parallelise across
     processes."""
-    sizes = (N_OBS, *(int(h) for h in hidden_sizes), N_ACT)
+    sizes = (N_OBS, *hidden_sizes, N_ACT)
     try:
         genomes = mlp.check_genomes(genomes, sizes, bias_per_neuron)
     except ValueError as exc:

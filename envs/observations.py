@@ -266,7 +266,7 @@ def _rollout_recorded(item: ObservationItem, max_steps: int, kwargs: dict, env_i
     if kwargs:
         raise ValueError(f"{env_id}: unsupported environment options for frames: {sorted(kwargs)}")
     n_in, n_out = (6, 2) if curling else (arm_phys.DOF, arm_phys.DOF)
-    sizes = (n_in, *(int(h) for h in c.hidden), n_out)
+    sizes = (n_in, *c.hidden, n_out)
     genomes = mlp.check_genomes(genomes, sizes, c.bias_per_neuron)
     steps = sample_steps(max_steps, item.samples)
     n = genomes.shape[0]

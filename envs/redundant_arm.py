@@ -136,7 +136,7 @@ def evaluate_batch(
 
     Returns ``descriptor`` (n, 2) final end effector, ``reward`` (n,), ``reward_area`` (n,)
     (the goal index when the reward is > 0, else -1) and ``steps`` (n,)."""
-    sizes = (arm.DOF, *(int(h) for h in hidden), arm.DOF)
+    sizes = (arm.DOF, *hidden, arm.DOF)
     genomes, max_steps = mlp.check_rollout_batch(
         "RedundantArm", genomes, sizes, bias_per_neuron, action_scale, max_steps
     )

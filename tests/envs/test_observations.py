@@ -157,3 +157,25 @@ def test_bad_input_is_named():
         observe_item(ObservationItem(TaskKey("CartPole-v1"), ControllerSpec(), np.zeros((1, 4))))
     with pytest.raises(ValueError, match="genome of size"):
         observe_item(ObservationItem(key, ControllerSpec(), np.zeros((1, 7))))
+
+
+@pytest.mark.parametrize(
+    ("env", "env_id", "size"),
+    [
+        ("hardmaze", "sparserl/HardMaze-v0", 63),
+        ("curling", "sparserl/Curling-v0", 68),
+        ("redundant_arm", "sparserl/RedundantArm-v0", 228),
+    ],
+)
+def test_fractional_hidden_sizes_are_errors_not_truncated(env, env_id, size):
+    # int(5.5) gave a 5-unit layer and a genome that silently fitted a network not asked for.
+    import importlib
+
+    module = importlib.import_module(f"envs.{env}")
+    with pytest.raises(ValueError, match="positive integers, got .*5.5"):
+        module.evaluate_batch(np.zeros((1, size)), (5.5, 5))
+    assert module.evaluate_batch(np.zeros((1, size)), np.array([5, 5]))["reward"].shape == (1,)
+    with pytest.raises(ValueError, match="positive integers, got .*5.5"):
+        observe_item(
+            ObservationItem(TaskKey(env_id), ControllerSpec((5.5, 5)), np.zeros((1, size)))
+        )
