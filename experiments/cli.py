@@ -124,6 +124,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from experiments.run import (
         budget_config,
         check_machine,
+        check_metrics,
         check_out,
         extend_run,
         load_run,
@@ -147,9 +148,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             budget_config(trainer, run_dir, args.budget)
         rows, wall = state["metrics_rows"], state["wall_time"]
         print(f"resuming {run_dir} at step {trainer.step}")
-        moved = check_machine(run_dir, trainer.step)
-        if moved:
-            print(f"note: {moved}", file=sys.stderr)
+        for note in (
+            check_machine(run_dir, trainer.step),
+            check_metrics(run_dir, rows, trainer.step),
+        ):
+            if note:
+                print(f"note: {note}", file=sys.stderr)
     else:
         # Config and --out are checked before the executor starts, the folder is made after:
         # an executor that cannot start (a wrong --address) leaves no run folder in the way.

@@ -263,6 +263,26 @@ def check_machine(run_dir: str | Path, step: int) -> str | None:
     return message
 
 
+def check_metrics(run_dir: str | Path, rows: int, step: int) -> str | None:
+    """On a resume: ``metrics.csv`` should hold at least the ``rows`` the checkpoint was
+    written after (it drops those past them). Fewer (a file replaced by an older copy, cut by
+    a full disk, deleted) leaves a gap in the run's curves: logged in ``events.log`` and
+    returned as a message; None where nothing is missing."""
+    path = Path(run_dir) / "metrics.csv"
+    found = 0
+    if path.exists():
+        with path.open(newline="") as fh:
+            found = max(sum(1 for _ in csv.reader(fh)) - 1, 0)
+    if found >= rows:
+        return None
+    message = (
+        f"{path} holds {found} of the {rows} rows its checkpoint was written after: the "
+        f"run's curves miss {rows - found} iterations before step {step}"
+    )
+    log_event(run_dir, step, message)
+    return message
+
+
 class MetricsLog:
     """``metrics.csv``: a header from the first row, one line per iteration, flushed each time.
 

@@ -11,7 +11,7 @@ import pytest
 from experiments import machine
 from experiments.cli import main
 from experiments.executor import SerialExecutor
-from experiments.run import check_machine, load_run, start_run, train
+from experiments.run import check_machine, check_metrics, load_run, start_run, train
 from tests.qd.test_compare import fake_run
 
 CONFIG = Path(__file__).parents[2] / "experiments" / "configs" / "ns_hardmaze.toml"
@@ -247,6 +247,25 @@ def test_resume_on_another_machine_is_noted(tmp_path, capsys):
     assert "kernel_env: {'ATEN_CPU_CAPABILITY': 'avx2'} -> {}" in events
     (run_dir / "machine.json").unlink()  # a folder from before machine.json: nothing to say
     assert check_machine(run_dir, 100) is None
+
+
+def test_resume_with_rows_missing_from_metrics_is_noted(tmp_path, capsys):
+    """A metrics.csv shorter than its checkpoint says (an older copy put back) resumed in
+    silence, its curves missing rows; now named on stderr and in events.log."""
+    trainer, run_dir = start_run(CONFIG, SMALL, tmp_path / "short")
+    train(
+        trainer, run_dir, SerialExecutor(), checkpoint_every=0.0, progress=False, max_iterations=4
+    )
+    assert load_run(run_dir)[1]["metrics_rows"] == 4
+    assert check_metrics(run_dir, 4, 400) is None
+    lines = (run_dir / "metrics.csv").read_text().splitlines(keepends=True)
+    (run_dir / "metrics.csv").write_text("".join(lines[:2]))  # header and one row
+    assert main(["run", "--resume", str(run_dir), "--executor", "serial", "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert "metrics.csv holds 1 of the 4 rows its checkpoint was written after" in err
+    assert "miss 3 iterations before step" in (run_dir / "events.log").read_text()
+    (run_dir / "metrics.csv").unlink()
+    assert "holds 0 of the 2 rows" in check_metrics(run_dir, 2, 0)
 
 
 def test_compare_notes_runs_from_different_machines(tmp_path, capsys):
