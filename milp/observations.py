@@ -167,14 +167,20 @@ class StrongBranchingScores:
 def strong_branching_scores(
     model: scip.Model, idx: np.ndarray, cands: list, iteration_limit: int | None = None
 ) -> np.ndarray:
-    """Scores of ``cands`` (at prob-indices ``idx``) in an array over all variables."""
+    """Scores of ``cands`` (at prob-indices ``idx``) in an array over all variables; an LP
+    error in a child LP leaves that candidate and those after it NaN (expert collection drops
+    such samples)."""
     itlim = 2**31 - 1 if iteration_limit is None else int(iteration_limit)
     out = np.full(model.getNVars(transformed=True), np.nan)
     lp_obj = model.getLPObjVal()
     model.startStrongbranch()
     try:
         for i, var in zip(idx, cands, strict=True):
-            down, up, *_ = model.getVarStrongbranch(var, itlim, idempotent=True)
+            down, up, *_, lperror = model.getVarStrongbranch(var, itlim, idempotent=True)
+            if lperror:
+                # SCIP's vanillafullstrong stops at an LP error, leaving the scores it has not
+                # reached unset (Ecole returns them as they lie): NaN here, this one included.
+                break
             gains = [max(down - lp_obj, 0.0), max(up - lp_obj, 0.0)]
             out[i] = model.getBranchScoreMultiple(var, gains)
     finally:

@@ -192,6 +192,50 @@ def test_expert_scores_equal_scip_vanillafullstrong():
     assert any(np.any(lim < ours * (1 - 1e-6)) for *_, ours, lim in rule.nodes)
 
 
+class _LPErrorAt:
+    """The model, but its ``at``-th strong-branching call reports an unresolved LP error."""
+
+    def __init__(self, model, at):
+        self.model, self.at, self.calls = model, at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def getVarStrongbranch(self, *args, **kwargs):  # noqa: N802 (PySCIPOpt's name)
+        self.calls += 1
+        *out, lperror = self.model.getVarStrongbranch(*args, **kwargs)
+        return (*out, lperror or self.calls == self.at)
+
+
+class _LPError(scip.Branchrule):
+    def __init__(self):
+        self.seen = []
+
+    def branchexeclp(self, allowaddcons):
+        idx, cands, _ = lp_candidates(self.model)
+        if len(cands) >= 3:
+            proxy = _LPErrorAt(self.model, 2)
+            scores = strong_branching_scores(proxy, idx, cands)[idx]
+            clean = strong_branching_scores(self.model, idx, cands)[idx]
+            self.seen.append((scores, clean, proxy.calls))
+        return {"result": scip.SCIP_RESULT.DIDNOTRUN}
+
+
+def test_an_lp_error_leaves_the_scores_from_it_on_nan():
+    gen = make_generator("setcover", None, n_rows=150, n_cols=300, density=0.05)
+    model = gen.generate(np.random.default_rng(2))
+    SolverSettings(time_limit=60, presolve=False, heuristics=False, node_limit=3).apply(model)
+    rule = _LPError()
+    model.includeBranchrule(rule, "lperror", "lperror", TOP_PRIORITY, -1, 1.0)
+    model.optimize()
+    model.freeProb()
+    assert rule.seen
+    for scores, clean, calls in rule.seen:
+        assert calls == 2  # stops at the error, as SCIP's vanillafullstrong
+        assert scores[0] == pytest.approx(clean[0], rel=1e-9) and np.isfinite(clean).all()
+        assert np.isnan(scores[1:]).all()  # was the error's bounds as if they were valid
+
+
 def test_samples_from_a_stopped_solve_are_dropped(instances, monkeypatch):
     """Once SCIP is stopped (time limit, interrupt), its strong-branching calls return
     uninitialised bounds: the scores are garbage (all 0 here) and must not become a sample."""
