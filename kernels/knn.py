@@ -340,7 +340,9 @@ class NoveltyIndex:
 
     ``novelty(queries, transient)`` scores queries against archive ∪ transient, where the
     transient points (population + offspring) change every call and are never stored.
-    Pickling keeps only the points; the structure is rebuilt on load.
+    Pickling keeps the points and the split (``bulk``); the structure is rebuilt on load over
+    the same bulk, since a k-d tree's distances differ from the buffer's brute-force ones in
+    the last bits and a resumed search must answer exactly as the uninterrupted one.
     """
 
     def __init__(self, dim: int, *, min_buffer: int = _MIN_BUFFER) -> None:
@@ -361,6 +363,16 @@ class NoveltyIndex:
 
     def __len__(self) -> int:
         return self._n
+
+    @property
+    def bulk(self) -> int:
+        """How many of the points (the first ones) sit in the static structure; the others
+        are scanned by brute force. `settle` after adding that many restores a split."""
+        return self._n_bulk
+
+    def settle(self) -> None:
+        """Put every point added so far into the static structure now (not lazily)."""
+        self._rebuild()
 
     @property
     def points(self) -> np.ndarray:
@@ -460,9 +472,17 @@ class NoveltyIndex:
         self._n_bulk = self._n
 
     def __getstate__(self) -> dict:
-        return {"dim": self._dim, "min_buffer": self._min_buffer, "points": self.points.copy()}
+        return {
+            "dim": self._dim,
+            "min_buffer": self._min_buffer,
+            "points": self.points.copy(),
+            "bulk": self._n_bulk,
+        }
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["dim"], min_buffer=state["min_buffer"])
-        self.add(state["points"])
+        points = state["points"]
+        bulk = int(state.get("bulk", len(points)))  # older pickles: everything in the bulk
+        self.add(points[:bulk])
         self._rebuild()
+        self.add(points[bulk:])

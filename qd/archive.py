@@ -69,11 +69,22 @@ class NoveltyArchive:
         self.index.add(np.asarray(columns["descriptor"], dtype=np.float64))
 
     def __getstate__(self) -> dict:
-        # Only the rows; the index rebuilds itself from the descriptors on load.
-        return {"shapes": self._shapes, "rows": {k: self[k].copy() for k in FIELDS}}
+        # Only the rows, and how many of them the index holds in its static structure: the
+        # index is rebuilt on load with the same split, since a k-d tree's distances differ
+        # from the brute-force buffer's in the last bits (a resumed run must match exactly).
+        return {
+            "shapes": self._shapes,
+            "rows": {k: self[k].copy() for k in FIELDS},
+            "index_bulk": self.index.bulk,
+        }
 
     def __setstate__(self, state: dict) -> None:
-        shapes = state["shapes"]
+        shapes, rows = state["shapes"], state["rows"]
         self.__init__(shapes["genome"][0], shapes["descriptor"][0], shapes["gt"][0])
-        if len(state["rows"]["genome"]):
-            self.add(**state["rows"])
+        # Older checkpoints: every row in the static structure, as they were restored then.
+        bulk = int(state.get("index_bulk", len(rows["genome"])))
+        if bulk:
+            self.add(**{k: v[:bulk] for k, v in rows.items()})
+        self.index.settle()
+        if len(rows["genome"]) > bulk:
+            self.add(**{k: v[bulk:] for k, v in rows.items()})

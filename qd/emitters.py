@@ -7,7 +7,8 @@ Individuals travel as a dict of columns: ``genome`` (n, d), ``descriptor``, ``gt
 
 - `FitnessEmitter` (SERENE's FIT emitter): 6 copies of the ancestor + N(0, sigma0); each step, 2
   offspring per parent (+ N(0, sigma0), clipped) = 12 evaluations, then (mu + lambda) elitist
-  selection on reward. sigma0 stays fixed; it stops only by the stagnation rule.
+  selection on reward. sigma0 stays fixed; it stops by the stagnation rule, or with
+  `EmitterFailure` at a non-finite reward (which would otherwise be kept as an elite).
 - `CMAESEmitter` (SERENE's CMA-NS baseline): ``cmaes.CMA`` with mean = ancestor genome,
   sigma = sigma0, bounds [-5, 5]^d, population 6; ask 6, tell (genome, -reward) because the
   library minimises. It also stops when ``should_stop()`` says so, and any failure of the
@@ -69,6 +70,8 @@ def first_pareto_front(objectives: np.ndarray) -> np.ndarray:
 
 def stagnation_window(genome_size: int, population: int, steps: int, rule: StagnationRule) -> int:
     """The number of evaluation rounds the stagnation rule looks back over (``bottom``)."""
+    if rule not in ("custom", "original"):
+        raise ValueError(f"unknown stagnation rule {rule!r} (known: custom, original)")
     if rule == "custom":
         return int(20 * genome_size / population + 120)
     return max(int(30 * genome_size / population + 120), int(0.2 * steps))
@@ -251,6 +254,10 @@ class FitnessEmitter(Emitter):
 
     def tell(self, results: Individuals) -> None:
         self.evaluations += len(results["reward"])
+        if not np.all(np.isfinite(results["reward"])):
+            # A NaN would sort above every reward and be kept as an elite, then turn the
+            # improvement NaN (a NaN Pareto objective); end the emitter as CMA-ES does.
+            raise EmitterFailure("FIT emitter failed: non-finite reward")
         if self.population is None:
             self.population = _rows(results, np.arange(len(results["reward"])))
         else:

@@ -16,11 +16,11 @@ runs one chunk and writes one metrics row.
   (``emitter.bootstrap_stop``, an option), and promoted when their improvement is > 0. Then,
   until the chunk or the budget is spent, an active emitter is drawn uniformly from the first
   Pareto front of (novelty of its ancestor against the reward archive, improvement) and runs
-  until the chunk ends or it stops (stagnation, CMA-ES's own criterion, or a CMA-ES failure,
-  with the reason logged). A stopped emitter's ancestor re-enters the reward archive and 5 of
-  its novelty buffer (random, or the most novel with ``ns.archive_selection = "best"``) join the
-  novelty archive after the chunk. The reference set emitter novelty is measured against is
-  taken once, after the bootstrap.
+  until the chunk ends or it stops (stagnation, CMA-ES's own criterion, or a failure: a
+  non-finite reward, a CMA-ES error; the reason is logged). A stopped emitter's ancestor
+  re-enters the reward archive and 5 of its novelty buffer (random, or the most novel with
+  ``ns.archive_selection = "best"``) join the novelty archive after the chunk. The reference
+  set emitter novelty is measured against is taken once, after the bootstrap.
 
 Budget accounting: ``step`` counts every rollout performed (exploration and exploitation).
 Inner loops stop as soon as the budget is reached, so the run ends at the first chunk boundary
@@ -142,6 +142,9 @@ class Serene(NoveltySearch):
         self.reward_archive: NoveltyArchive | None = None
         self.reward_archive_evaluation: list[int] = []
         self.last_offspring_descriptors: np.ndarray | None = None
+        # The evaluation index of each initial-population row (rollouts dropped on error leave
+        # gaps): its rewarding members become candidates at generation 1.
+        self.initial_evaluated: np.ndarray | None = None
         self.chunk = 0
         self.chunk_kind = ""
         self.skipped_exploitation = 0
@@ -236,6 +239,7 @@ class Serene(NoveltySearch):
         if self.population is None:
             genomes = random_genomes(ns.pop_size, self.genome_size, ns.genome_limit, self.rng)
             self.population = self._evaluate(genomes, executor)
+            self.initial_evaluated = self.last_evaluated.copy()
             d, g = self.population["descriptor"].shape[1], self.population["gt"].shape[1]
             self.archive = NoveltyArchive(self.genome_size, d, g)
             self.reward_archive = NoveltyArchive(self.genome_size, d, g)
@@ -260,7 +264,12 @@ class Serene(NoveltySearch):
         Every parent was an offspring (or, at generation 1, the initial population) when it was
         evaluated, so new ones are the rewarding offspring plus, once, the initial population.
         """
-        parents = np.arange(n_parents) if self.generation == 1 else np.full(n_parents, -1)
+        if self.generation == 1:
+            parents = (
+                np.arange(n_parents) if self.initial_evaluated is None else self.initial_evaluated
+            )
+        else:
+            parents = np.full(n_parents, -1)
         # The offspring's own indices (`_evaluate`): rollouts dropped on error leave gaps.
         evaluation = np.concatenate([parents, self.last_evaluated])
         self.last_offspring_descriptors = pool["descriptor"][n_parents:].copy()
@@ -488,6 +497,7 @@ class Serene(NoveltySearch):
             "reward_archive": self.reward_archive,
             "reward_archive_evaluation": list(self.reward_archive_evaluation),
             "last_offspring_descriptors": self.last_offspring_descriptors,
+            "initial_evaluated": self.initial_evaluated,
             "chunk": self.chunk,
             "chunk_kind": self.chunk_kind,
             "skipped_exploitation": self.skipped_exploitation,

@@ -216,3 +216,30 @@ def test_bad_emitter_arguments():
         CMAESEmitter(ancestor(), sigma=0.0)
     with pytest.raises(ValueError, match="unknown emitter type 'nes'"):
         make_emitter("nes", ancestor(), 0.1, 6, 5.0)
+
+
+def test_fitness_emitter_non_finite_reward_is_an_emitter_failure():
+    # A NaN reward would sort above every other and be kept as an elite, making the
+    # improvement NaN (and the Pareto pick crash); it ends the emitter, as with CMA-ES.
+    rng = np.random.default_rng(0)
+    em = FitnessEmitter(ancestor(), sigma=0.1)
+    em.tell(evaluate(em.ask(rng), 0))
+    results = evaluate(em.ask(rng), 6)
+    results["reward"][3] = np.nan
+    with pytest.raises(EmitterFailure, match="FIT emitter failed: non-finite reward"):
+        em.tell(results)
+    assert np.all(np.isfinite(em.population["reward"]))
+    fresh = FitnessEmitter(ancestor(), sigma=0.1)
+    results = evaluate(fresh.ask(rng), 0)
+    results["reward"][0] = np.inf
+    with pytest.raises(EmitterFailure, match="non-finite reward"):
+        fresh.tell(results)
+
+
+def test_unknown_stagnation_rule_is_an_error():
+    with pytest.raises(ValueError, match="unknown stagnation rule 'Custom'"):
+        stagnation_window(63, 6, 0, "Custom")
+    em = FitnessEmitter(ancestor(), sigma=0.1)
+    em.tell(evaluate(np.zeros((6, 3)), 0))
+    with pytest.raises(ValueError, match="unknown stagnation rule 'median'"):
+        em.stop_reason("median")

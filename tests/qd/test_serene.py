@@ -10,7 +10,7 @@ import pytest
 
 from experiments.config import ConfigError, from_dict, read_toml
 from experiments.executor import SerialExecutor
-from qd.emitters import CMAESEmitter
+from qd.emitters import CMAESEmitter, FitnessEmitter
 from qd.serene import Serene, SereneConfig
 
 CONFIGS = Path(__file__).parents[2] / "experiments" / "configs"
@@ -236,6 +236,53 @@ def test_cma_es_failure_ends_the_emitter_and_the_run_goes_on(monkeypatch):
     # the failed emitters' ancestors went back to the reward archive
     ids = set(trainer.reward_archive_evaluation)
     assert all(e["emitter"] in ids for e in stops)
+
+
+def test_fit_emitter_nan_reward_ends_the_emitter_and_the_run_goes_on(monkeypatch):
+    tell = FitnessEmitter.tell
+
+    def nan_tell(self, results):
+        if self.steps >= 5:  # after the bootstrap, one offspring's reward turns NaN
+            reward = results["reward"].copy()
+            reward[0] = np.nan
+            results = {**results, "reward": reward}
+        tell(self, results)
+
+    monkeypatch.setattr(FitnessEmitter, "tell", nan_tell)
+    trainer = Serene(toy_config(emitter={"max_steps": 0}))
+    rows = run(trainer)
+    stops = [e for e in trainer.timeline if e["event"] == "stopped"]
+    assert stops and all(e["detail"] == "FIT emitter failed: non-finite reward" for e in stops)
+    assert trainer.done and rows[-1]["emitters_stopped"] == len(stops)
+    assert all(np.isfinite(e.improvement) for e in trainer.emitters.values())
+
+
+def test_evaluation_indices_of_rewarding_initial_individuals_skip_dropped_rollouts(monkeypatch):
+    """A candidate from the initial population is named by its own evaluation index even when
+    rollouts before it were dropped on error (reward archive, emitter ids)."""
+    import qd.ns as ns_module
+
+    real = ns_module.evaluate_item
+
+    def flaky(item):
+        if np.any(item.genomes[:, 0] > 1.2):
+            raise RuntimeError("boom")
+        return real(item)
+
+    monkeypatch.setattr(ns_module, "evaluate_item", flaky)
+    trainer = Serene(toy_config(seed=3))
+    genomes = []
+    rollouts = trainer._rollouts
+    monkeypatch.setattr(trainer, "_rollouts", lambda g, ex: (genomes.append(g), rollouts(g, ex))[1])
+    trainer.iterate(SerialExecutor())
+    evaluated = np.concatenate(genomes)
+    initial = len(genomes[0])
+    assert trainer.failed_evaluations > 0
+    ids = np.array(trainer.reward_archive_evaluation)
+    assert np.count_nonzero(ids < initial) >= 2
+    np.testing.assert_array_equal(evaluated[ids], trainer.reward_archive["genome"])
+    for cid, candidate in trainer.candidates.items():
+        np.testing.assert_array_equal(evaluated[cid], candidate.ancestor["genome"])
 
 
 def test_config_errors():
