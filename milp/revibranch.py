@@ -9,8 +9,9 @@ Pieces and where they come from:
 - **Search tree and retro-branching paths** (retro branching, from its code): after an
   episode, the tree of branched nodes is cut into root-to-leaf paths inside sub-trees, each
   decision in exactly one path; ``max_leaf_lp_gain`` picks in each sub-tree the leaf with
-  the highest LP bound, ``deepest`` the deepest one. Per-step reward: -1, or 0 on a path's
-  last decision when its sub-tree was closed (the episode solved the instance).
+  the highest LP bound, ``deepest`` the deepest one. Per-step reward (``binary_fathomed``):
+  -1, or 0 when the decision fathomed its sub-tree: none of its children was still open (or
+  being branched) at the next decision, or at the end of the solve.
 - **Revival** (paper mechanism; network shapes are a reconstruction): to value state s_t,
   the decisions on the search-tree path above it (its ancestors, the most recent
   ``max_history``) are revived: each stored G_i is re-encoded by the GCNN, its action embedded
@@ -144,13 +145,24 @@ def retro_paths(
     return paths
 
 
-def retro_rewards(length: int, closed: bool) -> np.ndarray:
-    """Retro branching's per-step rewards of a path: -1 each, 0 on the last decision when
-    its sub-tree was closed."""
-    r = -np.ones(length)
-    if closed and length:
-        r[-1] = 0.0
-    return r
+def retro_rewards(fathomed: np.ndarray) -> np.ndarray:
+    """Retro branching's per-step rewards of a path (``binary_fathomed``): -1 each, 0 for a
+    decision that fathomed its sub-tree (``fathomed``, one flag per decision)."""
+    return np.where(np.asarray(fathomed, dtype=bool), 0.0, -1.0)
+
+
+def _live_parents(model: scip.Model) -> frozenset[int]:
+    """Node numbers of the parents of every open node and of the focus node: a decision
+    whose node is not among them at the next decision has fathomed its sub-tree (retro
+    branching's ``SearchTree`` test: its children were pruned before the solver moved on)."""
+    if model.getStage() != scip.SCIP_STAGE.SOLVING:
+        return frozenset()  # solved: nothing is open
+    leaves, children, siblings = model.getOpenNodes()
+    nodes = [*leaves, *children, *siblings]
+    focus = model.getCurrentNode()
+    if focus is not None:
+        nodes.append(focus)
+    return frozenset(p.getNumber() for p in (n.getParent() for n in nodes) if p is not None)
 
 
 def uniform_weights(info: dict[str, np.ndarray], temperature: float) -> np.ndarray:
@@ -314,8 +326,10 @@ class ReviBranchNetwork(nn.Module):
 
 # -- acting --------------------------------------------------------------------------------
 class _NodeObservation:
-    """(NodeBipartite observation, (node number, parent number, depth, LP bound)); resets
-    the policy's per-episode memory before each solve."""
+    """(NodeBipartite observation, (node number, parent number, depth, LP bound), live
+    parents); resets the policy's per-episode memory before each solve. The live parents
+    (`_live_parents`) are read only when the policy records decisions (training), else None.
+    """
 
     def __init__(self, policy: ReviBranchPolicy) -> None:
         self.policy = policy
@@ -332,7 +346,8 @@ class _NodeObservation:
         parent = node.getParent()
         info = (node.getNumber(), -1 if parent is None else parent.getNumber(),
                 node.getDepth(), model.getLPObjVal())  # fmt: skip
-        return obs, info
+        live = _live_parents(model) if self.policy.record is not None else None
+        return obs, info, live
 
 
 class ReviBranchPolicy:
@@ -341,7 +356,8 @@ class ReviBranchPolicy:
     It remembers, per branched node, the step tokens of the decisions on its search-tree
     path, so a child's Q-values see its ancestors (the revival at inference). Use it with
     ``include_policy(model, policy, policy.observation_function())``. ``record`` (a list)
-    receives every decision (observation, node info, candidates, action) when given.
+    receives every decision (observation, node info, candidates, action, live parents) when
+    given.
     """
 
     def __init__(
@@ -376,7 +392,7 @@ class ReviBranchPolicy:
 
     @torch.no_grad()
     def __call__(self, observation: tuple, action_set: np.ndarray) -> int:
-        obs, (number, parent, depth, lp) = observation
+        obs, (number, parent, depth, lp), live = observation
         action_set = np.asarray(action_set, dtype=np.int64)
         m = self.model
         batch = GraphBatch.from_graphs([obs], [action_set])
@@ -393,7 +409,7 @@ class ReviBranchPolicy:
         token = m.step_tokens(pooled, v[action][None], d)
         self.memory[number] = (parent, token[0])
         if self.record is not None:
-            self.record.append((obs, (number, parent, depth, lp), action_set, action))
+            self.record.append((obs, (number, parent, depth, lp), action_set, action, live))
         return action
 
 
@@ -414,7 +430,8 @@ class EpisodeStep:
 
 @dataclass
 class Episode:
-    """A solved (or interrupted) episode: its decisions, their tree, and solver figures."""
+    """A solved (or interrupted) episode: its decisions, their tree, solver figures, and
+    which decisions fathomed their sub-tree (`_live_parents`)."""
 
     steps: list[EpisodeStep]
     parent_step: np.ndarray
@@ -422,6 +439,7 @@ class Episode:
     nodes: int
     lp_iterations: int
     time: float
+    fathomed: np.ndarray
 
     @property
     def closed(self) -> bool:
@@ -493,6 +511,9 @@ def run_episode(item: EpisodeItem) -> Episode:
     net = _worker_network(item.hyperparameters)
     net.load_state_dict(item.weights)
     record: list = []
+    # Acting uses one thread; the caller's count comes back afterwards (a serial executor
+    # runs episodes in the trainer's process, whose updates use dqn.torch_threads).
+    threads = torch.get_num_threads()
     policy = ReviBranchPolicy(net, 1, item.epsilon, rng, record)
     model = _episode_model(item, rng)
     rule = None
@@ -508,8 +529,13 @@ def run_episode(item: EpisodeItem) -> Episode:
         t0 = time.perf_counter()
         optimize(model, rule)
         elapsed = time.perf_counter() - t0
+        # A decision fathomed its sub-tree when no child of its node was left at the next
+        # decision (or at the end of the solve).
+        live = [r[4] for r in record[1:]] + ([_live_parents(model)] if record else [])
+        fathomed = np.array([r[1][0] not in lv for r, lv in zip(record, live, strict=True)],
+                            dtype=bool)  # fmt: skip
         steps, shared = [], _SharedArrays()
-        for obs, (_, _, depth, lp), cands, action in record:
+        for obs, (_, _, depth, lp), cands, action, _ in record:
             steps.append(
                 EpisodeStep(
                     obs.variable_features.astype(np.float32),
@@ -524,9 +550,10 @@ def run_episode(item: EpisodeItem) -> Episode:
             )
         parents = step_parents([r[1][0] for r in record], [r[1][1] for r in record])
         return Episode(steps, parents, model.getStatus(), int(model.getNTotalNodes()),
-                       int(model.getNLPIterations()), elapsed)  # fmt: skip
+                       int(model.getNLPIterations()), elapsed, fathomed)  # fmt: skip
     finally:
         release(model, rule)
+        torch.set_num_threads(threads)
 
 
 # -- replay ----------------------------------------------------------------------------------
@@ -764,7 +791,7 @@ class ReviBranch:
         lp = np.array([s.lp_value for s in episode.steps])
         out = []
         for path in retro_paths(episode.parent_step, lp, rc.path_construction):
-            per_step = retro_rewards(len(path), episode.closed)
+            per_step = retro_rewards(episode.fathomed[path])
             ret = float(per_step.sum())  # the sparse terminal reward R_T
             if rc.redistribution:
                 w = WEIGHTINGS[rc.weighting]({"lp_values": lp[path]}, rc.weighting_temperature)

@@ -74,8 +74,8 @@ def test_random_trees_are_partitioned_into_paths(seeds, rnd):
 
 
 def test_retro_rewards():
-    assert retro_rewards(3, closed=True).tolist() == [-1, -1, 0]
-    assert retro_rewards(3, closed=False).tolist() == [-1, -1, -1]
+    assert retro_rewards(np.array([False, False, True])).tolist() == [-1, -1, 0]
+    assert retro_rewards(np.array([False, False, False])).tolist() == [-1, -1, -1]
 
 
 @settings(max_examples=100, deadline=None)
@@ -120,7 +120,8 @@ def test_paths_carry_redistributed_or_terminal_rewards():
                     np.array([0, 1]), 0, int(d), float(lp))
         for d, lp in zip([0, 1, 1, 2, 2, 2, 3], LP, strict=True)
     ]  # fmt: skip
-    episode = Episode(steps, PARENTS, "optimal", 15, 100, 0.1)
+    fathomed = np.array([False, False, False, True, False, False, True])  # 4: children left
+    episode = Episode(steps, PARENTS, "optimal", 15, 100, 0.1, fathomed)
     for redistribution in (True, False):
         cfg = small_config()
         rc = type(cfg.revibranch)(**{**cfg.revibranch.__dict__, "redistribution": redistribution})
@@ -128,12 +129,15 @@ def test_paths_carry_redistributed_or_terminal_rewards():
         paths = trainer.paths_of(episode)
         assert [p.steps.tolist() for p in paths] == retro_paths(PARENTS, LP)
         for p in paths:
-            ret = retro_rewards(len(p.steps), closed=True).sum()
+            ret = retro_rewards(fathomed[p.steps]).sum()
+            assert ret == -len(p.steps) + int(p.steps[-1] in (3, 6))
             assert math.isclose(p.rewards.sum(), ret, abs_tol=1e-12)
             if not redistribution:
                 assert np.all(p.rewards[:-1] == 0) and p.rewards[-1] == ret
             elif len(p.steps) > 1:
                 assert np.all(p.rewards < 0)  # every step carries part of the blame
+            else:
+                assert p.rewards.tolist() == [-1.0]  # decision 4 did not fathom its sub-tree
 
 
 def test_revival_context_ignores_padding_and_uses_history():
@@ -194,8 +198,45 @@ def test_node_limit_ends_the_episode_with_the_reward_so_far():
     item = EpisodeItem(**{**item.__dict__, "node_limit": 3})
     ep = run_episode(item)
     assert ep.status == "nodelimit" and not ep.closed and 1 <= len(ep.steps) <= 3
+    assert not ep.fathomed[-1]  # the solve stopped with the last decision's children open
     for p in trainer.paths_of(ep):
-        assert math.isclose(p.rewards.sum(), -len(p.steps))  # no sub-tree closed: -1 each
+        assert math.isclose(p.rewards.sum(), -np.sum(~ep.fathomed[p.steps]))
+
+
+def test_zero_reward_only_where_the_decision_fathomed_its_sub_tree():
+    """Retro branching's binary_fathomed reward: 0 for a decision only when none of its
+    children was left (open or being branched) at the next decision. A leaf of the decision
+    tree whose children waited in the queue and were pruned later gets -1, even when the
+    episode ends solved; the old code gave every path's last decision 0 in a solved episode."""
+    cfg = small_config({"redistribution": False})
+    trainer = ReviBranch(cfg)
+    ep = run_episode(trainer._items(1)[0])
+    assert ep.closed and len(ep.steps) > 10
+    assert ep.fathomed.dtype == bool and len(ep.fathomed) == len(ep.steps)
+    assert ep.fathomed[-1]  # solved: nothing left below the last decision
+    has_child = np.zeros(len(ep.steps), dtype=bool)
+    has_child[ep.parent_step[ep.parent_step >= 0]] = True
+    assert not np.any(ep.fathomed & has_child)  # a branched child was there at the next step
+    paths = trainer.paths_of(ep)  # terminal rewards only: R_T = -(decisions that did not fathom)
+    last = [bool(ep.fathomed[p.steps[-1]]) for p in paths]
+    assert True in last and False in last
+    for p, fathomed in zip(paths, last, strict=True):
+        assert p.rewards[-1] == -len(p.steps) + fathomed
+
+
+def test_serial_episodes_keep_the_trainers_torch_threads():
+    """Episodes act on one thread; run by a serial executor in the trainer's process they
+    used to leave it there, so every later update ignored dqn.torch_threads."""
+    before = torch.get_num_threads()
+    try:
+        cfg = small_config(torch_threads=2, min_buffer=500, episodes_per_iteration=1)
+        solver = type(cfg.solver)(**{**cfg.solver.__dict__, "node_limit": 5})
+        trainer = ReviBranch(ReviBranchConfig(**{**cfg.__dict__, "solver": solver}))
+        assert torch.get_num_threads() == 2
+        trainer.iterate(SerialExecutor())
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_episode_states_share_equal_lp_arrays():
