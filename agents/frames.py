@@ -233,6 +233,10 @@ def shard_items(
     seeds spawned from ``seed_seq``."""
     if frames_per_game < 1 or shard_frames < 1:
         raise ValueError("frames_per_game and shard_frames must be >= 1")
+    repeated = sorted({g for g in games if games.count(g) > 1})
+    if repeated:
+        # Their shards would share file names: the second set overwrites the first.
+        raise ValueError(f"games {repeated} are named more than once")
     for game in games:
         check_game(game)
     # Absolute (shards and policies): Ray workers need not share the driver's working directory.
@@ -374,6 +378,15 @@ class FrameDataset:
     ) -> None:
         self.root = Path(root)
         manifest = read_manifest(self.root)
+        if games is not None:
+            present = {e["game"] for e in manifest["shards"]}
+            absent = [g for g in games if g not in present]
+            if absent:
+                # A misspelt or uncollected game would otherwise be left out without a word.
+                raise ValueError(
+                    f"{self.root}: no shard of games {absent} in the manifest "
+                    f"(it holds {sorted(present)})"
+                )
         cache = self.root / "cache"
         self.shards: list[dict] = []
         self.arrays: list[dict[str, np.ndarray]] = []

@@ -72,6 +72,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not self.games:
             raise ValueError("data.games is empty")
+        repeated = sorted({g for g in self.games if self.games.count(g) > 1})
+        if repeated:
+            # Their shards would share file names: the second set overwrites the first.
+            raise ValueError(f"data.games names {repeated} more than once")
         unknown = sorted(set(self.policies) - set(self.games))
         if unknown:
             raise ValueError(f"data.policies names games not in data.games: {unknown}")
@@ -231,6 +235,27 @@ class TOVVICRegModel(nn.Module):
         # that device; sampled on the CPU, the views are the same on every device.
         self.augment = make_augmentations(model.spec().img_size, augment)
 
+    def check_frames(
+        self, o_t: torch.Tensor, o_prev: torch.Tensor | None, o_next: torch.Tensor | None
+    ) -> None:
+        """Frames of another size would be resized by the crops of the two o_t views (and then
+        break on the neighbours'), float frames divided by 255 a second time: both are errors."""
+        s = self.encoder.spec
+        want = (s.in_chans, s.img_size, s.img_size)
+        if o_t.dtype != torch.uint8 or o_t.ndim != 4 or tuple(o_t.shape[1:]) != want:
+            raise ValueError(
+                f"pretraining frames must be uint8 (B, {want[0]}, {want[1]}, {want[2]}) stacks, "
+                f"got {o_t.dtype} {tuple(o_t.shape)}"
+            )
+        if (o_prev is None) != (o_next is None):
+            raise ValueError("give both neighbours (o_t-3 and o_t+3) or neither")
+        for name, o in (("o_t-3", o_prev), ("o_t+3", o_next)):
+            if o is not None and (o.dtype != o_t.dtype or o.shape != o_t.shape):
+                raise ValueError(
+                    f"neighbour {name} is {o.dtype} {tuple(o.shape)}, o_t is "
+                    f"{o_t.dtype} {tuple(o_t.shape)}"
+                )
+
     def terms(
         self,
         o_t: torch.Tensor,
@@ -242,6 +267,7 @@ class TOVVICRegModel(nn.Module):
         """Unweighted terms (``inv``, ``var``, ``cov`` and, with neighbours, ``tov``,
         ``tov_acc``) and ``r_std`` (mean over dimensions of the backbone std, a collapse gauge).
         Inputs are uint8 (B, 3, 84, 84) on the model's device."""
+        self.check_frames(o_t, o_prev, o_next)
         neighbours = None if o_prev is None else (o_prev, o_next)
         views = draw_views(self.augment, step_seed, o_t, neighbours)
         n = len(o_t)

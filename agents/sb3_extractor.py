@@ -19,7 +19,9 @@ value heads still train); ``freeze=False`` fine-tunes it with the policy's optim
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 import torch
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from agents.vit import EncoderSpec, build_encoder, load_encoder
@@ -55,6 +57,7 @@ class TOVViTExtractor(BaseFeaturesExtractor):
                 f"observation space {tuple(observation_space.shape)} does not match the "
                 f"encoder's input {want} (channel-first, after SB3's transpose)"
             )
+        _check_scale(observation_space)
         super().__init__(observation_space, encoder.features_dim)
         self.encoder = encoder
         self.freeze = freeze
@@ -80,6 +83,21 @@ class TOVViTExtractor(BaseFeaturesExtractor):
             with torch.no_grad():
                 return self.encoder(observations)
         return self.encoder(observations)
+
+
+def _check_scale(space: gym.spaces.Box) -> None:
+    """The encoder reads floats in [0, 1]. SB3 divides by 255 only uint8 images bounded by
+    [0, 255]; any other Box reaches the extractor as it is, so it must already lie in [0, 1]
+    (a float32 space bounded by [0, 255] would feed the encoder pixel values)."""
+    if is_image_space(space, check_channels=False):
+        return
+    low, high = np.asarray(space.low), np.asarray(space.high)
+    if not (low.min() >= 0 and high.max() <= 1):
+        raise ValueError(
+            f"observation space {space.dtype} in [{low.min()}, {high.max()}]: the encoder reads "
+            "floats in [0, 1], so observations must be uint8 images in [0, 255] (SB3 divides "
+            "them by 255) or bounded by [0, 1]"
+        )
 
 
 def atari_vec_env(game: str, n_envs: int = 1, seed: int = 0, n_stack: int = 3):

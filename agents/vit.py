@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,11 @@ class EncoderSpec:
             if getattr(self, name) < 1:
                 raise ValueError(f"encoder {name} must be >= 1, got {getattr(self, name)}")
         if self.kind == "vit":
+            hidden = self.embed_dim * self.mlp_ratio
+            if not (math.isfinite(hidden) and int(hidden) >= 1):
+                raise ValueError(
+                    f"encoder mlp_ratio must give an MLP of at least 1 unit, got {self.mlp_ratio}"
+                )
             if self.embed_dim % self.num_heads:
                 raise ValueError(
                     f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
@@ -295,8 +301,19 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild an encoder from a file written by `save_encoder`; returns it (eval mode) and its
     header."""
     header, state = _load_encoder_file(path)
-    spec = EncoderSpec(**header["spec"])
+    try:
+        spec = EncoderSpec(**header["spec"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: no valid encoder spec in the header ({exc})") from None
     encoder = build_encoder(spec, 0)  # seeded: the caller's random stream is left alone
-    encoder.load_state_dict(state)
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as exc:
+        # torch's first line only names the class; the next one names the culprit keys.
+        detail = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        raise ValueError(
+            f"{path}: the weights do not fit the header's spec "
+            f"({detail[0][:200] if detail else exc})"
+        ) from None
     encoder.eval()
     return encoder, header

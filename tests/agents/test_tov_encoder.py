@@ -132,3 +132,28 @@ def test_bad_encoder_files_and_inputs(tmp_path):
         EncoderSpec(embed_dim=100, num_heads=3)
     with pytest.raises(ValueError, match="kind"):
         EncoderSpec(kind="resnet")
+
+
+def test_encoder_file_whose_header_does_not_fit_its_weights_names_the_file(tmp_path):
+    # A header edited or written by another version used to raise torch's RuntimeError (or a
+    # TypeError from the spec) without naming the file.
+    path = save_encoder(tmp_path / "enc.pt", build_encoder(EncoderSpec(depth=2), generator_seed=0))
+    blob = torch.load(path, weights_only=True)
+    for change, message in (
+        ({"depth": 3}, r"deeper\.pt: the weights do not fit the header's spec \(Missing key"),
+        ({"drop_rate": 0.1}, r"extra\.pt: no valid encoder spec in the header"),
+    ):
+        header = json.loads(blob["header"])
+        header["spec"].update(change)
+        name = "deeper.pt" if "depth" in change else "extra.pt"
+        blob_out = {"header": json.dumps(header), "state_dict": blob["state_dict"]}
+        torch.save(blob_out, tmp_path / name)
+        with pytest.raises(ValueError, match=message):
+            load_encoder(tmp_path / name)
+
+
+@pytest.mark.parametrize("ratio", [0.0, -1.0, float("nan")])
+def test_mlp_ratio_without_units_is_an_error(ratio):
+    # 0 used to build blocks with an empty MLP, a negative ratio crashed inside nn.Linear.
+    with pytest.raises(ValueError, match="mlp_ratio must give an MLP of at least 1 unit"):
+        EncoderSpec(mlp_ratio=ratio)

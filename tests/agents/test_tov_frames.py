@@ -68,6 +68,13 @@ def test_triplets_stay_inside_episodes(synthetic_root):
         ds.gather("frames", np.array([45]))
 
 
+def test_games_absent_from_the_manifest_are_an_error(synthetic_root):
+    # `python -m agents.probes DIR --games Pong Breakuot` used to probe Pong alone, silently.
+    with pytest.raises(ValueError, match=r"no shard of games \['Breakuot'\] in the manifest"):
+        FrameDataset(synthetic_root, games=("Pong", "Breakuot"))
+    assert FrameDataset(synthetic_root, games=("Pong",)).games == ("Pong",)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_corrupt_shard_is_skipped_with_a_warning(synthetic_root, damage):
     path = synthetic_root / "b.npz"
@@ -121,6 +128,13 @@ def test_unknown_game_is_an_error(tmp_path):
         make_atari_env("Pongg")
     with pytest.raises(ValueError, match="unknown Atari game 'pong'"):
         shard_items(tmp_path, ("pong",), 10, 10, np.random.SeedSequence(0))
+
+
+def test_a_game_named_twice_is_an_error(tmp_path):
+    # Its second set of shards used to overwrite the first (same file names, other seeds): the
+    # manifest then listed each file twice and half of them were skipped as altered.
+    with pytest.raises(ValueError, match=r"games \['Pong'\] are named more than once"):
+        shard_items(tmp_path, ("Pong", "Breakout", "Pong"), 20, 10, np.random.SeedSequence(0))
 
 
 def test_shard_items_carry_absolute_paths(tmp_path, monkeypatch):

@@ -198,3 +198,34 @@ def test_sample_order_is_drawn_once_per_epoch(data_dir, monkeypatch):
     resumed = TOVVICRegPretraining(tiny(data_dir, budget=3))
     resumed._load_data(SerialExecutor())
     np.testing.assert_array_equal(resumed._batch_starts(per + 1), got[per + 1])
+
+
+def test_frames_of_the_wrong_size_or_dtype_are_an_error(data_dir):
+    # Plain VICReg used to train on 64x64 frames (the crops resize them to 84) and on float
+    # frames (divided by 255 a second time) without a word; with TOV the 64x64 ones broke
+    # inside torch.cat.
+    trainer = TOVVICRegPretraining(tiny(data_dir))
+    before = params(trainer)
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (8, 3, 64, 64), dtype=np.uint8)
+    good = rng.integers(0, 256, (8, 3, 84, 84), dtype=np.uint8)
+    cases = [
+        ((small, None, None), r"uint8 \(B, 3, 84, 84\) stacks, got torch.uint8 \(8, 3, 64, 64\)"),
+        ((small, small, small), r"got torch.uint8 \(8, 3, 64, 64\)"),
+        ((good / 255.0, None, None), r"got torch.float64 \(8, 3, 84, 84\)"),
+        ((good, good, None), "both neighbours"),
+        ((good, good[:4], good), r"neighbour o_t-3 is torch.uint8 \(4, 3, 84, 84\)"),
+    ]
+    for frames, message in cases:
+        with pytest.raises(ValueError, match=message):
+            trainer.optimize(*frames, lr=0.01, step_seed=0)
+    for a, b in zip(before, params(trainer), strict=True):
+        assert torch.equal(a, b)
+    assert np.isfinite(trainer.optimize(good, good, good, lr=0.01, step_seed=0)["loss"])
+
+
+def test_a_game_named_twice_in_the_config_is_an_error():
+    # Its two shard sets would share file names (agents.frames.shard_items): half the frames
+    # were lost, with only a warning per shard.
+    with pytest.raises(ConfigError, match=r"data.games names \['Pong'\] more than once"):
+        from_dict(TOVVICRegConfig, {"data": {"games": ["Pong", "Breakout", "Pong"]}}, "t.toml")

@@ -111,3 +111,16 @@ def test_ppo_keeps_the_encoder_weights_it_was_given(tmp_path, source):
         assert torch.equal(got[name], value), name
     # the policy and value heads still get SB3's orthogonal initialisation
     assert torch.all(model.policy.action_net.bias == 0)
+
+
+@pytest.mark.parametrize(
+    ("low", "high"), [(0.0, 255.0), (-np.inf, np.inf)], ids=["float-0-255", "unbounded"]
+)
+def test_extractor_refuses_float_observations_outside_0_1(low, high):
+    # SB3 divides only uint8 [0, 255] images by 255: a float32 space of pixel values used to
+    # reach the encoder unscaled (inputs up to 255 for an encoder trained on [0, 1]).
+    box = gym.spaces.Box(low, high, (3, 84, 84), np.float32)
+    with pytest.raises(ValueError, match=r"the encoder reads floats in \[0, 1\]"):
+        TOVViTExtractor(box, spec=SPEC)
+    unit = gym.spaces.Box(0.0, 1.0, (3, 84, 84), np.float32)
+    assert TOVViTExtractor(unit, spec=SPEC).features_dim == 24
