@@ -327,6 +327,13 @@ class QDTask:
             rows = [self._rollout(g, controller, seed) for g in genomes]
             result = {k: np.array([r[k] for r in rows]) for k in rows[0]}
         _check_finite(result["descriptor"], self.key)
+        bad = ~np.isfinite(result["reward"])
+        if np.any(bad):
+            i = int(np.argmax(bad))
+            raise ValueError(
+                f"{self.key.env_id}: the episode of genome {i} of the batch summed a non-finite "
+                f"reward ({result['reward'][i]})"
+            )
         return result
 
     def _path_signatures(self, trajectory: np.ndarray) -> np.ndarray:

@@ -236,3 +236,16 @@ def test_archive_novelty_is_bit_identical_after_a_pickle_round_trip(dim):
         live.add(**batch)
         restored.add(**batch)
     np.testing.assert_array_equal(restored["descriptor"], live["descriptor"])
+
+
+def test_a_non_finite_reward_is_an_error_naming_the_environment():
+    # It used to pass: NaN is never > 0, so the reward tracker ignored it without a word.
+    from envs.qd_task import ControllerSpec, QDTask, TaskKey
+
+    task = QDTask(TaskKey("tests.qd.toy_env:NaNReward"))
+    controller = ControllerSpec((3,))
+    genomes = np.zeros((2, task.genome_size(controller)))
+    with pytest.raises(ValueError, match=r"NaNReward: the episode of genome 0 .* reward \(nan\)"):
+        task.evaluate(genomes, controller, 0)
+    fine = QDTask(TaskKey("tests.qd.toy_env:PointGoals"))
+    assert np.isfinite(fine.evaluate(genomes, controller, 0)["reward"]).all()

@@ -39,3 +39,11 @@ class PointGoals(gym.Env):
                     reward, info = (r - d) / r, {"rew_area": i}
                     break
         return self._pos.copy(), reward, self._t >= self.horizon, False, info
+
+
+class NaNReward(PointGoals):
+    """PointGoals whose last step pays NaN (a broken environment)."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, float("nan") if terminated else reward, terminated, truncated, info
