@@ -4,7 +4,8 @@ The policy sees what `agents.frames.collect_shard` gives it: the last 4 preproce
 ``ALE/<game>-v5`` (AtariPreprocessing: frame skip 4, 84x84 grayscale), channel-first
 (4, 84, 84) uint8, the first frame repeated after a reset. Rewards are clipped to their sign for
 training only. Hyper-parameters are SB3's Atari PPO defaults (rl-zoo): 8 environments,
-n_steps 128, batch 256, 4 epochs, lr 2.5e-4, clip 0.1, entropy 0.01.
+n_steps 128, batch 256, 4 epochs, lr 2.5e-4 and clip 0.1 both decayed linearly to 0 over the
+run (rl-zoo's ``lin_2.5e-4``, ``lin_0.1``; `linear`), entropy 0.01.
 
 Each game's training is one executor item; the policy is saved as an SB3 zip (temporary file,
 then rename). SB3 seeds the worker's global random generators from the item's seed.
@@ -28,6 +29,16 @@ class LabelPolicyItem:
     n_envs: int = 8
     n_steps: int = 128
     batch_size: int = 256
+
+
+def linear(start: float):
+    """rl-zoo's ``lin_<start>`` schedule: SB3 calls it with the progress remaining (1 -> 0)."""
+    start = float(start)
+
+    def schedule(progress_remaining: float) -> float:
+        return progress_remaining * start
+
+    return schedule
 
 
 def _policy_env(game: str):
@@ -59,8 +70,8 @@ def train_label_policy(item: LabelPolicyItem) -> str:
         n_steps=item.n_steps,
         batch_size=min(item.batch_size, item.n_envs * item.n_steps),
         n_epochs=4,
-        learning_rate=2.5e-4,
-        clip_range=0.1,
+        learning_rate=linear(2.5e-4),
+        clip_range=linear(0.1),
         ent_coef=0.01,
         vf_coef=0.5,
         seed=item.seed,

@@ -3,11 +3,11 @@
     python -m agents.tov_rl --encoder runs/tov/encoder.pt --games Pong Breakout --steps 100000
 
 Each (game, encoder, seed) is one executor item: SB3 PPO (``CnnPolicy``, rl-zoo Atari
-hyper-parameters: 8 environments, n_steps 128, batch 256, 4 epochs, lr 2.5e-4, clip 0.1,
-entropy 0.01) on `atari_vec_env` (3-frame stacks) with `TOVViTExtractor` as the features
-extractor, frozen or fine-tuned, then ``n_eval`` evaluation episodes (greedy, full games: the
-Monitor sits below the episodic-life wrapper). The random encoder has the pretrained file's
-spec and a seed of its own.
+hyper-parameters: 8 environments, n_steps 128, batch 256, 4 epochs, lr 2.5e-4 and clip 0.1
+decayed linearly to 0, entropy 0.01) on `atari_vec_env` (3-frame stacks) with
+`TOVViTExtractor` as the features extractor, frozen or fine-tuned, then ``n_eval`` evaluation
+episodes (greedy, full games: the Monitor sits below the episodic-life wrapper). The random
+encoder has the pretrained file's spec and a seed of its own.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def run_rl(item: RLItem) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.evaluation import evaluate_policy
 
+    from agents.label_policy import linear
     from agents.sb3_extractor import TOVViTExtractor, atari_vec_env
 
     kwargs: dict = {"freeze": item.freeze, "seed": item.seed}
@@ -52,8 +53,8 @@ def run_rl(item: RLItem) -> dict:
         n_steps=128,
         batch_size=min(256, 128 * item.n_envs),
         n_epochs=4,
-        learning_rate=2.5e-4,
-        clip_range=0.1,
+        learning_rate=linear(2.5e-4),
+        clip_range=linear(0.1),
         ent_coef=0.01,
         vf_coef=0.5,
         seed=item.seed,

@@ -93,3 +93,13 @@ def test_trainer_trains_label_policies_before_collecting(tmp_path):
     assert (tmp_path / "data" / "policies" / "Breakout.zip").is_file()
     labels = trainer.dataset.gather("labels", np.arange(40))
     assert labels.min() >= 0
+
+
+def test_label_policy_decays_lr_and_clip_linearly_as_rl_zoo(pong_policy):
+    # rl-zoo's Atari PPO: lin_2.5e-4 and lin_0.1 (they were constants here); saved and loaded.
+    from stable_baselines3 import PPO
+
+    model = PPO.load(pong_policy, device="cpu")
+    for progress, lr, clip in ((1.0, 2.5e-4, 0.1), (0.5, 1.25e-4, 0.05), (0.0, 0.0, 0.0)):
+        assert model.lr_schedule(progress) == pytest.approx(lr)
+        assert model.clip_range(progress) == pytest.approx(clip)
